@@ -1,0 +1,3 @@
+from chatterwerks.cli import main
+
+raise SystemExit(main())

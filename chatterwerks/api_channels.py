@@ -1,0 +1,91 @@
+"""Channels, members and direct channels."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from chatterwerks import keys, store
+from chatterwerks.auth import current_user
+from chatterwerks.db import QUERIES
+from chatterwerks.shapes import channel_json
+from chatterwerks.validation import (
+    CHANNEL_NAME_MAX_CHARS,
+    DESCRIPTION_MAX_CHARS,
+    bad_input,
+    json_object,
+    path_id,
+    string_field,
+    username_field,
+    username_value,
+)
+
+routes = web.RouteTableDef()
+MAX_INITIAL_MEMBERS = 100
+
+
+@routes.get("/api/channels")
+async def list_channels(request: web.Request) -> web.Response:
+    async with request.app[keys.POOL].acquire() as conn:
+        rows = await conn.fetch(QUERIES.list_channels, current_user(request)["id"])
+    return web.json_response({"channels": [channel_json(row) for row in rows]})
+
+
+@routes.post("/api/channels")
+async def create_channel(request: web.Request) -> web.Response:
+    body = await json_object(request)
+    name = string_field(body, "name").strip()
+    if not 1 <= len(name) <= CHANNEL_NAME_MAX_CHARS:
+        raise bad_input(
+            "invalid_name", f"A channel name has 1 to {CHANNEL_NAME_MAX_CHARS} characters."
+        )
+    description = string_field(body, "description", required=False).strip()
+    if len(description) > DESCRIPTION_MAX_CHARS:
+        raise bad_input(
+            "invalid_description", f"A description has at most {DESCRIPTION_MAX_CHARS} characters."
+        )
+    members = body.get("members") or []
+    if not isinstance(members, list) or len(members) > MAX_INITIAL_MEMBERS:
+        raise bad_input(
+            "invalid_members", f"members must be a list of at most {MAX_INITIAL_MEMBERS} usernames."
+        )
+    members = [username_value(member, "members") for member in members]
+    async with request.app[keys.POOL].acquire() as conn:
+        channel = await store.create_group(
+            conn, current_user(request)["id"], name, description, members
+        )
+    return web.json_response({"channel": channel}, status=201)
+
+
+@routes.get("/api/channels/{id}")
+async def get_channel(request: web.Request) -> web.Response:
+    async with request.app[keys.POOL].acquire() as conn:
+        channel = await store.channel_with_members(
+            conn, current_user(request)["id"], path_id(request)
+        )
+    return web.json_response({"channel": channel})
+
+
+@routes.post("/api/channels/{id}/members")
+async def add_member(request: web.Request) -> web.Response:
+    channel_id = path_id(request)
+    username = username_field(await json_object(request))
+    async with request.app[keys.POOL].acquire() as conn:
+        channel = await store.add_member(conn, channel_id, current_user(request)["id"], username)
+    return web.json_response({"channel": channel})
+
+
+@routes.delete("/api/channels/{id}/members/{username}")
+async def remove_member(request: web.Request) -> web.Response:
+    channel_id = path_id(request)
+    username = username_value(request.match_info["username"])
+    async with request.app[keys.POOL].acquire() as conn:
+        await store.remove_member(conn, channel_id, current_user(request)["id"], username)
+    return web.Response(status=204)
+
+
+@routes.post("/api/direct")
+async def open_direct(request: web.Request) -> web.Response:
+    username = username_field(await json_object(request))
+    async with request.app[keys.POOL].acquire() as conn:
+        channel, created = await store.open_direct(conn, current_user(request)["id"], username)
+    return web.json_response({"channel": channel}, status=201 if created else 200)

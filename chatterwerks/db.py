@@ -1,0 +1,151 @@
+"""Database access: the named queries from sql/, the pool's lifetime, migrations."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import asyncpg
+
+from chatterwerks import BASE_DIR
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = BASE_DIR / "sql"
+QUERY_DIR = SQL_DIR / "queries"
+# Any constant will do; it only has to be the same in every process.
+MIGRATION_LOCK_ID = 0x43574D49  # "CWMI"
+_NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+_MIGRATION_FILE = re.compile(r"^(\d{3})_[\w-]+\.sql$")
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL cannot be reached (or the URL is wrong); the message says why."""
+
+
+class Queries:
+    """The named SQL statements of sql/queries/*.sql, as attributes."""
+
+    def __init__(self, directory: Path = QUERY_DIR) -> None:
+        self._sql: dict[str, str] = {}
+        for path in sorted(directory.glob("*.sql")):
+            text = path.read_text()
+            parts = _NAME_LINE.split(text)
+            # parts = [preamble, name1, body1, name2, body2, ...]
+            for name, body in zip(parts[1::2], parts[2::2], strict=True):
+                if name in self._sql:
+                    raise ValueError(f"query {name!r} is defined twice ({path.name})")
+                self._sql[name] = body.strip()
+
+    def __getattr__(self, name: str) -> str:
+        try:
+            return self._sql[name]
+        except KeyError:
+            raise AttributeError(f"no query named {name!r} in {QUERY_DIR}") from None
+
+
+QUERIES = Queries()
+
+# Errors that mean "the database is not there", as opposed to a bad query.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+async def connect(url: str, **kwargs: object) -> asyncpg.Connection:
+    """One connection, with the failure explained in one line."""
+    try:
+        return await asyncpg.connect(url, timeout=10, **kwargs)
+    except asyncpg.InvalidAuthorizationSpecificationError as exc:
+        raise DatabaseUnavailable(f"PostgreSQL refused the login: {exc}") from None
+    except asyncpg.InvalidCatalogNameError as exc:
+        raise DatabaseUnavailable(f"no such database: {exc}") from None
+    except (ValueError, asyncpg.ClientConfigurationError) as exc:
+        raise DatabaseUnavailable(f"DATABASE_URL is not a PostgreSQL URL: {exc}") from None
+    except CONNECTION_ERRORS as exc:
+        raise DatabaseUnavailable(f"cannot reach PostgreSQL: {exc or type(exc).__name__}") from None
+
+
+async def create_pool(url: str, min_size: int, max_size: int) -> asyncpg.Pool:
+    """A pool whose first connection has been tried, so a bad URL fails at start."""
+    await (await connect(url)).close()
+    return await asyncpg.create_pool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=5,
+        # A query that runs this long is a fault, not a workload.
+        command_timeout=30,
+    )
+
+
+def migration_files(directory: Path = SQL_DIR) -> list[tuple[int, str, Path]]:
+    """The numbered schema scripts, in order: (version, name, path)."""
+    found = []
+    for path in directory.glob("*.sql"):
+        match = _MIGRATION_FILE.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path.stem, path))
+    found.sort()
+    versions = [version for version, _, _ in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"two migrations share a number in {directory}")
+    return found
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Applies the scripts not yet applied, each in its own transaction.
+
+    An advisory lock makes concurrent runs (two workers, a release step) take
+    turns; the second finds nothing left to do. Returns the names applied.
+    """
+    applied_now = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
+    try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version    integer PRIMARY KEY,
+                   name       text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now()
+               )"""
+        )
+        done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, name, path in migration_files():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(path.read_text())
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+                )
+            log.info("applied migration %s", name)
+            applied_now.append(name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
+    return applied_now
+
+
+async def reset(conn: asyncpg.Connection) -> list[str]:
+    """Drops every table of the public schema and builds it again from sql/."""
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
+    try:
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
+    return await migrate(conn)
+
+
+async def migrate_url(url: str) -> list[str]:
+    conn = await connect(url)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()

@@ -1,0 +1,102 @@
+"""The one JSON error shape of API.md, and the middleware that guarantees it on /api."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from chatterwerks.db import CONNECTION_ERRORS
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("chatterwerks.access")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Codes for the errors aiohttp raises itself (routing, body size).
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    429: "rate_limited",
+}
+
+
+class ApiError(web.HTTPException):
+    """An error answer in the shape of API.md; raise it from any handler."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self.status_code = status
+        super().__init__(
+            headers=headers,
+            text=web.json_response({"error": {"code": code, "message": message}}).text,
+            content_type="application/json",
+        )
+        self.code = code
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def _as_json_error(exc: web.HTTPException) -> web.Response:
+    code = _HTTP_CODES.get(exc.status, "http_error")
+    message = exc.reason
+    if exc.status == 404:
+        message = "There is nothing at this address."
+    elif exc.status == 405:
+        message = f"This address does not accept {exc.method}."  # type: ignore[attr-defined]
+    elif exc.status == 413:
+        message = "The request body is larger than 64 KiB."
+    response = error_response(exc.status, code, message)
+    for name in ("Allow", "Retry-After"):
+        if name in exc.headers:
+            response.headers[name] = exc.headers[name]
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Logs one line per request, and turns every /api failure into JSON.
+
+    Unexpected exceptions are logged with their traceback and answered 500
+    without one; a lost database is a 503, quickly.
+    """
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except ApiError as exc:
+        status = exc.status
+        raise
+    except web.HTTPException as exc:
+        status = exc.status
+        if not request.path.startswith("/api/") or exc.status < 400:
+            raise
+        return _as_json_error(exc)
+    except CONNECTION_ERRORS as exc:
+        status = 503
+        log.warning("database unavailable during %s %s: %r", request.method, request.path, exc)
+        return error_response(
+            503, "database_unavailable", "The database is unavailable; try again soon."
+        )
+    except asyncio.CancelledError:
+        status = 499  # the client went away (nginx's number for it)
+        raise
+    except Exception:
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "Something went wrong on our side.")
+    finally:
+        if access_log.isEnabledFor(logging.INFO):
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            access_log.info("%s %s %d %.1fms", request.method, request.path, status, elapsed_ms)

@@ -1,0 +1,17 @@
+"""Every typed key of the application's state, in one place."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+
+from chatterwerks.config import Settings
+from chatterwerks.hub import Hub
+from chatterwerks.passwords import PasswordHasher
+
+SETTINGS = web.AppKey("settings", Settings)
+DATABASE_URL = web.AppKey("database_url", str)
+POOL = web.AppKey("pool", asyncpg.Pool)
+HUB = web.AppKey("hub", Hub)
+HASHER = web.AppKey("hasher", PasswordHasher)
+OTTER_ID = web.AppKey("otter_id", int)

@@ -1,0 +1,139 @@
+"""Input checks shared by the handlers: every value is typed and bounded before
+it reaches the database, and a bad one gets a 400 that names it."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+from chatterwerks.errors import ApiError
+
+USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,32}")
+INT64_MAX = 2**63 - 1
+MESSAGE_MAX_CHARS = 4000
+CHANNEL_NAME_MAX_CHARS = 64
+DESCRIPTION_MAX_CHARS = 500
+PASSWORD_MIN_CHARS, PASSWORD_MAX_CHARS = 8, 1024
+
+
+def bad_input(code: str, message: str) -> ApiError:
+    return ApiError(400, code, message)
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object (aiohttp enforces the 64 KiB cap)."""
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise bad_input("invalid_json", "The request body must be valid JSON.") from None
+    if not isinstance(body, dict):
+        raise bad_input("invalid_json", "The request body must be a JSON object.")
+    return body
+
+
+def clean_text(value: str, field: str) -> str:
+    """Rejects what PostgreSQL text cannot hold or a person cannot see."""
+    if "\x00" in value:
+        raise bad_input("invalid_" + field, f"{field} must not contain NUL characters.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_input("invalid_" + field, f"{field} must be valid Unicode text.") from None
+    return value
+
+
+def string_field(
+    body: dict[str, Any], field: str, *, required: bool = True, default: str = ""
+) -> str:
+    value = body.get(field)
+    if value is None:
+        if required:
+            raise bad_input("missing_" + field, f"{field} is required.")
+        return default
+    if not isinstance(value, str):
+        raise bad_input("invalid_" + field, f"{field} must be a string.")
+    return clean_text(value, field)
+
+
+def username_value(value: object, field: str = "username") -> str:
+    if not isinstance(value, str):
+        raise bad_input("invalid_" + field, f"{field} must be a string.")
+    if not USERNAME_RE.fullmatch(value):
+        raise bad_input(
+            "invalid_" + field,
+            "A username has 3 to 32 characters: letters, digits, '_', '.' or '-'.",
+        )
+    return value
+
+
+def username_field(body: dict[str, Any], field: str = "username") -> str:
+    if body.get(field) is None:
+        raise bad_input("missing_" + field, f"{field} is required.")
+    return username_value(body[field], field)
+
+
+def password_field(body: dict[str, Any]) -> str:
+    password = string_field(body, "password")
+    if not PASSWORD_MIN_CHARS <= len(password) <= PASSWORD_MAX_CHARS:
+        raise bad_input(
+            "invalid_password",
+            f"A password has {PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters.",
+        )
+    return password
+
+
+def message_text(body: dict[str, Any]) -> str:
+    text = string_field(body, "text").strip()
+    if not text:
+        raise bad_input("invalid_text", "A message needs some text.")
+    if len(text) > MESSAGE_MAX_CHARS:
+        raise bad_input("invalid_text", f"A message has at most {MESSAGE_MAX_CHARS} characters.")
+    return text
+
+
+def int_value(raw: object, name: str, *, minimum: int = 0, maximum: int = INT64_MAX) -> int:
+    """An integer from JSON or a query string; booleans and floats are refused."""
+    if isinstance(raw, str):
+        if not re.fullmatch(r"[+-]?\d{1,19}", raw.strip()):
+            raise bad_input("invalid_" + name, f"{name} must be an integer.")
+        raw = int(raw)
+    if not isinstance(raw, int) or isinstance(raw, bool):
+        raise bad_input("invalid_" + name, f"{name} must be an integer.")
+    if not minimum <= raw <= maximum:
+        raise bad_input("invalid_" + name, f"{name} must be between {minimum} and {maximum}.")
+    return raw
+
+
+def query_int(
+    request: web.Request, name: str, default: int, *, minimum: int = 0, clamp_to: int = INT64_MAX
+) -> int:
+    """A query parameter; values above clamp_to are clamped (API.md's rule for limits)."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    return min(int_value(raw, name, minimum=minimum), clamp_to)
+
+
+def query_seconds(request: web.Request, name: str, default: float, maximum: float) -> float:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise bad_input("invalid_" + name, f"{name} must be a number of seconds.") from None
+    if not value >= 0:  # also refuses NaN
+        raise bad_input("invalid_" + name, f"{name} must be zero or more seconds.")
+    return min(value, maximum)
+
+
+def path_id(request: web.Request, name: str = "id") -> int:
+    """A path id; one that cannot exist is 'not found', as API.md asks."""
+    raw = request.match_info[name]
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise ApiError(404, "channel_not_found", "No such channel.")
+    return int(raw)

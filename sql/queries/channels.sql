@@ -1,0 +1,99 @@
+-- Notifications go to one channel, 'chatterwerks', with a tiny payload:
+--   'm:<channel_id>:<seq>'  a message was committed in a channel
+--   'u:<user_id>'           that user's channel list or read markers changed
+-- NOTIFY is delivered at commit, so a woken reader always finds the row.
+
+-- name: list_channels
+-- The viewer's channels: Home first, then groups by name, then direct ones.
+SELECT * FROM channel_views
+WHERE viewer_id = $1
+ORDER BY kind <> 'home', kind DESC, lower(name), peer_username, id;
+
+-- name: get_channel
+SELECT * FROM channel_views WHERE viewer_id = $1 AND id = $2;
+
+-- name: channels_by_ids
+SELECT * FROM channel_views WHERE viewer_id = $1 AND id = ANY($2::bigint[]);
+
+-- name: channel_members
+-- Members of a channel, only if the viewer $2 is one of them (else no rows).
+SELECT u.id, u.username, u.is_bot, s.role
+FROM subscriptions s
+JOIN users u ON u.id = s.user_id
+WHERE s.channel_id = $1
+  AND EXISTS (SELECT 1 FROM subscriptions v WHERE v.channel_id = $1 AND v.user_id = $2)
+ORDER BY lower(u.username) COLLATE "C";
+
+-- name: insert_group
+-- Returns nothing when a group of that name exists in any case.
+INSERT INTO channels (kind, name, description)
+VALUES ('group', $1, $2)
+ON CONFLICT (lower(name)) WHERE kind = 'group' DO NOTHING
+RETURNING id;
+
+-- name: subscribe
+-- Adds user $2 to channel $1 with role $3; joined_seq marks where their
+-- events begin. Returns nothing if they already were a member.
+WITH added AS (
+    INSERT INTO subscriptions (channel_id, user_id, role, joined_seq)
+    SELECT c.id, $2, $3, c.last_seq FROM channels c WHERE c.id = $1
+    ON CONFLICT (user_id, channel_id) DO NOTHING
+    RETURNING user_id
+)
+SELECT pg_notify('chatterwerks', 'u:' || user_id) FROM added;
+
+-- name: subscribe_home
+-- Registration: the new user joins Home.
+INSERT INTO subscriptions (channel_id, user_id, role, joined_seq)
+SELECT c.id, $1, 'member', c.last_seq FROM channels c WHERE c.kind = 'home'
+RETURNING channel_id;
+
+-- name: membership_for_update
+-- The actor's membership and the channel kind, locked against a concurrent
+-- removal while a moderator acts.
+SELECT s.role, c.kind
+FROM subscriptions s
+JOIN channels c ON c.id = s.channel_id
+WHERE s.channel_id = $1 AND s.user_id = $2
+FOR UPDATE OF s;
+
+-- name: unsubscribe
+-- Removes user $2 from channel $1; the removed user's clients learn it at once.
+WITH removed AS (
+    DELETE FROM subscriptions WHERE channel_id = $1 AND user_id = $2
+    RETURNING user_id
+)
+SELECT pg_notify('chatterwerks', 'u:' || user_id) FROM removed;
+
+-- name: ensure_moderator
+-- A group whose last moderator left hands the role to its longest member.
+UPDATE subscriptions SET role = 'moderator'
+WHERE id = (SELECT id FROM subscriptions WHERE channel_id = $1 ORDER BY id LIMIT 1)
+  AND NOT EXISTS (SELECT 1 FROM subscriptions WHERE channel_id = $1 AND role = 'moderator');
+
+-- name: insert_direct
+-- The one direct channel of a pair ($1 < $2). The unique key settles a race
+-- between two first opens: the loser gets no row and reads the winner's.
+INSERT INTO channels (kind, direct_low, direct_high)
+VALUES ('direct', $1, $2)
+ON CONFLICT (direct_low, direct_high) DO NOTHING
+RETURNING id;
+
+-- name: direct_channel_id
+SELECT id FROM channels WHERE kind = 'direct' AND direct_low = $1 AND direct_high = $2;
+
+-- name: mark_read
+-- Moves the read marker forward only, clamped to the channel's last_seq; tells
+-- the user's other tabs when it moved. is_member is false for a non-member.
+WITH moved AS (
+    UPDATE subscriptions s
+    SET last_read_seq = LEAST($3, c.last_seq)
+    FROM channels c
+    WHERE s.channel_id = $1 AND s.user_id = $2 AND c.id = s.channel_id
+      AND LEAST($3, c.last_seq) > s.last_read_seq
+    RETURNING s.user_id
+), notified AS (
+    SELECT pg_notify('chatterwerks', 'u:' || user_id) FROM moved
+)
+SELECT EXISTS (SELECT 1 FROM subscriptions WHERE channel_id = $1 AND user_id = $2) AS is_member,
+       (SELECT count(*) FROM notified) AS moved;

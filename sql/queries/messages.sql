@@ -1,0 +1,93 @@
+-- name: send_message
+-- Sends one message in one statement (one round trip, one implicit transaction):
+--   1. lock the author's subscription row (FOR KEY SHARE), so a concurrent
+--      removal either commits first (and this finds no row) or waits for us;
+--   2. take the next seq under the channel row's lock, so seqs are gapless
+--      and commit order equals seq order;
+--   3. insert the message and NOTIFY, which is delivered at commit.
+-- No row back means: no such channel, or the author is not a member.
+WITH member AS (
+    SELECT 1 FROM subscriptions
+    WHERE channel_id = $1 AND user_id = $2
+    FOR KEY SHARE
+), bumped AS (
+    UPDATE channels SET last_seq = last_seq + 1
+    WHERE id = $1 AND EXISTS (SELECT 1 FROM member)
+    RETURNING id, last_seq, kind, direct_low, direct_high
+), inserted AS (
+    INSERT INTO messages (channel_id, seq, author_id, text)
+    SELECT id, last_seq, $2, $3 FROM bumped
+    RETURNING id, channel_id, seq, created_at
+)
+SELECT i.id, i.channel_id, i.seq, i.created_at,
+       b.kind, b.direct_low, b.direct_high,
+       pg_notify('chatterwerks', 'm:' || i.channel_id || ':' || i.seq) AS notified
+FROM inserted i, bumped b;
+
+-- name: history
+-- One page of a channel, newest first (the caller reverses it), before seq $3,
+-- $4 rows plus one to tell has_more. Always one row at least: is_member says
+-- whether $2 may read channel $1; message columns are NULL when it has none.
+SELECT s.user_id IS NOT NULL AS is_member,
+       m.id, m.seq, m.text, m.created_at,
+       u.id AS author_id, u.username AS author_username, u.is_bot AS author_is_bot
+FROM (SELECT 1) AS one
+LEFT JOIN subscriptions s ON s.channel_id = $1 AND s.user_id = $2
+LEFT JOIN LATERAL (
+    SELECT * FROM messages
+    WHERE channel_id = $1 AND seq < $3 AND s.user_id IS NOT NULL
+    ORDER BY seq DESC
+    LIMIT $4 + 1
+) m ON true
+LEFT JOIN users u ON u.id = m.author_id
+ORDER BY m.seq DESC;
+
+-- name: messages_after_for_member
+-- Messages of channel $1 after seq $3, oldest first, at most $4, with the
+-- same is_member row as history.
+SELECT s.user_id IS NOT NULL AS is_member,
+       m.id, m.seq, m.text, m.created_at,
+       u.id AS author_id, u.username AS author_username, u.is_bot AS author_is_bot
+FROM (SELECT 1) AS one
+LEFT JOIN subscriptions s ON s.channel_id = $1 AND s.user_id = $2
+LEFT JOIN LATERAL (
+    SELECT * FROM messages
+    WHERE channel_id = $1 AND seq > $3 AND s.user_id IS NOT NULL
+    ORDER BY seq
+    LIMIT $4
+) m ON true
+LEFT JOIN users u ON u.id = m.author_id
+ORDER BY m.seq;
+
+-- name: messages_range
+-- Messages of channel $1 with $2 < seq <= $3, oldest first. No membership
+-- check: the hub's cache calls it for readers whose membership it has seen.
+SELECT m.id, m.channel_id, m.seq, m.text, m.created_at,
+       u.id AS author_id, u.username AS author_username, u.is_bot AS author_is_bot
+FROM messages m
+JOIN users u ON u.id = m.author_id
+WHERE m.channel_id = $1 AND m.seq > $2 AND m.seq <= $3
+ORDER BY m.seq;
+
+-- name: messages_after_many
+-- For each (channel, seq) pair, the messages after that seq, at most $3 per
+-- channel: one round trip for an events poll that is behind on many channels.
+SELECT m.id, m.channel_id, m.seq, m.text, m.created_at,
+       u.id AS author_id, u.username AS author_username, u.is_bot AS author_is_bot
+FROM unnest($1::bigint[], $2::bigint[]) AS w(channel_id, after_seq)
+CROSS JOIN LATERAL (
+    SELECT * FROM messages
+    WHERE channel_id = w.channel_id AND seq > w.after_seq
+    ORDER BY seq
+    LIMIT $3
+) m
+JOIN users u ON u.id = m.author_id
+ORDER BY m.channel_id, m.seq;
+
+-- name: sync_state
+-- What an events poll compares its cursor with: each membership of the user,
+-- with its channel's newest seq and the user's read marker.
+SELECT s.channel_id, s.id AS subscription_id, s.joined_seq, s.last_read_seq, c.last_seq
+FROM subscriptions s
+JOIN channels c ON c.id = s.channel_id
+WHERE s.user_id = $1;
