@@ -56,9 +56,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     """
     if not request.path.startswith("/api/") or request.match_info.http_exception is not None:
         return await handler(request)  # pages, and the 404/405 of unknown routes
+    if getattr(request.match_info.handler, "public", False):
+        return await handler(request)  # register, login: a stale session must not matter
     authorization = request.headers.get("Authorization", "")
     by_cookie = False
-    token: str | None = None
     if authorization:
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
@@ -67,11 +68,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     elif SESSION_COOKIE in request.cookies:
         token = request.cookies[SESSION_COOKIE]
         by_cookie = True
-
-    is_public = getattr(request.match_info.handler, "public", False)
-    if token is None:
-        if is_public:
-            return await handler(request)
+    else:
         raise ApiError(
             401, "not_signed_in", "Sign in first: send a bearer token or the session cookie."
         )
@@ -80,8 +77,6 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     async with request.app[keys.POOL].acquire() as conn:
         row = await conn.fetchrow(QUERIES.session_user, digest)
     if row is None:
-        if is_public:
-            return await handler(request)
         raise ApiError(
             401, "invalid_token", "This session has ended or never existed; sign in again."
         )
