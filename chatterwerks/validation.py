@@ -96,11 +96,7 @@ def message_text(body: dict[str, Any]) -> str:
 
 
 def int_value(raw: object, name: str, *, minimum: int = 0, maximum: int = INT64_MAX) -> int:
-    """An integer from JSON or a query string; booleans and floats are refused."""
-    if isinstance(raw, str):
-        if not re.fullmatch(r"[+-]?\d{1,19}", raw.strip()):
-            raise bad_input("invalid_" + name, f"{name} must be an integer.")
-        raw = int(raw)
+    """A JSON integer in range; strings, booleans and floats are refused."""
     if not isinstance(raw, int) or isinstance(raw, bool):
         raise bad_input("invalid_" + name, f"{name} must be an integer.")
     if not minimum <= raw <= maximum:
@@ -115,7 +111,9 @@ def query_int(
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    return min(int_value(raw, name, minimum=minimum), clamp_to)
+    if not re.fullmatch(r"[+-]?[0-9]{1,19}", raw):
+        raise bad_input("invalid_" + name, f"{name} must be an integer.")
+    return min(int_value(int(raw), name, minimum=minimum), clamp_to)
 
 
 def query_seconds(request: web.Request, name: str, default: float, maximum: float) -> float:

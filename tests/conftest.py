@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import socket
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -172,9 +171,3 @@ def make_user(client: TestClient) -> Any:
 async def home_id(app: web.Application, client: TestClient) -> int:
     async with app[keys.POOL].acquire() as conn:
         return await conn.fetchval("SELECT id FROM channels WHERE kind = 'home'")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -5,14 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+from helpers import assert_error
+
 from chatterwerks import keys
 from chatterwerks.auth import CSRF_HEADER, CSRF_HEADER_VALUE, SESSION_COOKIE
-
-
-def assert_error(body: dict, code: str) -> None:
-    assert set(body) == {"error"}, body
-    assert body["error"]["code"] == code, body
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
 
 
 async def test_register_login_me(client, home_id):

@@ -1,0 +1,210 @@
+"""Messages: sending, history pages, limits, read markers, unread counts,
+gapless seqs under concurrency, and Otter in the channels it answers in."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from helpers import assert_error
+
+from chatterwerks import keys
+
+
+async def group(owner, *members, name="team"):
+    body = await owner.post("/api/channels", {"name": name, "members": list(members)}, expect=201)
+    return body["channel"]["id"]
+
+
+async def test_send_and_read_back(make_user):
+    alice = await make_user("alice")
+    cid = await group(alice)
+    message = await alice.send(cid, "  hello <b>world</b> & co  \n")
+    assert message["text"] == "hello <b>world</b> & co"  # trimmed, stored verbatim
+    assert message["seq"] == 1 and message["channel_id"] == cid
+    assert message["author"] == {"id": alice.id, "username": "alice", "is_bot": False}
+    assert message["created_at"].endswith("+00:00")
+    page = await alice.get(f"/api/channels/{cid}/messages")
+    assert page == {"messages": [message], "has_more": False}
+
+
+async def test_text_limits(make_user):
+    alice = await make_user()
+    cid = await group(alice)
+    path = f"/api/channels/{cid}/messages"
+    assert (await alice.post(path, {"text": "é" * 4000}, expect=201))["message"]["seq"] == 1
+    # 4000 code points is the limit, counted after trimming.
+    assert await alice.post(path, {"text": "  " + "x" * 4000 + "  "}, expect=201)
+    for payload, code in [
+        ({"text": "x" * 4001}, "invalid_text"),
+        ({"text": "   \n\t "}, "invalid_text"),
+        ({"text": ""}, "invalid_text"),
+        ({"text": 42}, "invalid_text"),
+        ({"text": ["hi"]}, "invalid_text"),
+        ({"text": "nul \x00 byte"}, "invalid_text"),
+        ({}, "missing_text"),
+    ]:
+        assert_error(await alice.post(path, payload, expect=400), code)
+    response = await alice.client.post(
+        path, data=b'{"text": "\\ud800 lone"}', headers=alice.headers
+    )
+    assert response.status == 400
+    assert_error(await response.json(), "invalid_text")
+    assert (await alice.get(path))["messages"][-1]["seq"] == 2
+
+
+async def test_history_pages_backwards(make_user):
+    alice = await make_user()
+    cid = await group(alice)
+    for i in range(1, 121):
+        await alice.send(cid, f"m{i}")
+    path = f"/api/channels/{cid}/messages"
+    newest = await alice.get(path)
+    assert [m["seq"] for m in newest["messages"]] == list(range(71, 121))
+    assert newest["has_more"] is True
+    page = await alice.get(f"{path}?before=71&limit=60")
+    assert [m["seq"] for m in page["messages"]] == list(range(11, 71)) and page["has_more"]
+    last = await alice.get(f"{path}?before=11&limit=60")
+    assert [m["seq"] for m in last["messages"]] == list(range(1, 11))
+    assert last["has_more"] is False
+    exact = await alice.get(f"{path}?before=11&limit=10")
+    assert len(exact["messages"]) == 10 and exact["has_more"] is False
+    assert (await alice.get(f"{path}?before=1"))["messages"] == []
+    # A limit above 200 is clamped; below 1 or not a number is refused.
+    assert len((await alice.get(f"{path}?limit=5000"))["messages"]) == 120
+    for query in ("limit=0", "limit=-5", "limit=abc", "before=0", "before=x", "limit=1e3"):
+        body = await alice.get(f"{path}?{query}", expect=400)
+        assert body["error"]["code"].startswith("invalid_")
+
+
+async def test_history_is_served_by_the_index(app, make_user):
+    alice = await make_user()
+    cid = await group(alice)
+    async with app[keys.POOL].acquire() as conn:
+        # Enough rows that a scan would be chosen if the index could not serve it.
+        await conn.execute(
+            """INSERT INTO messages (channel_id, seq, author_id, text)
+               SELECT $1, g, $2, 'x' FROM generate_series(1, 20000) g""",
+            cid,
+            alice.id,
+        )
+        await conn.execute("UPDATE channels SET last_seq = 20000 WHERE id = $1", cid)
+        await conn.execute("ANALYZE messages")
+        from chatterwerks.db import QUERIES
+
+        plan = "\n".join(
+            row[0]
+            for row in await conn.fetch("EXPLAIN " + QUERIES.history, cid, alice.id, 10000, 50)
+        )
+    assert "messages_channel_id_seq_key" in plan, plan
+    assert "Seq Scan on messages" not in plan, plan
+
+
+async def test_read_markers_and_unread(make_user):
+    alice, bob = await make_user("alice"), await make_user("bob")
+    cid = await group(alice, "bob")
+    for i in range(5):
+        await alice.send(cid, f"m{i}")
+
+    async def bobs_view():
+        channels = (await bob.get("/api/channels"))["channels"]
+        return next(c for c in channels if c["id"] == cid)
+
+    view = await bobs_view()
+    assert (view["last_seq"], view["last_read_seq"], view["unread"]) == (5, 0, 5)
+    await bob.post(f"/api/channels/{cid}/read", {"seq": 3}, expect=204)
+    assert (await bobs_view())["unread"] == 2
+    await bob.post(f"/api/channels/{cid}/read", {"seq": 1}, expect=204)  # never backwards
+    assert (await bobs_view())["last_read_seq"] == 3
+    await bob.post(f"/api/channels/{cid}/read", {"seq": 10**12}, expect=204)  # clamped
+    view = await bobs_view()
+    assert (view["last_read_seq"], view["unread"]) == (5, 0)
+    for payload, code in [
+        ({}, "missing_seq"),
+        ({"seq": "3"}, "invalid_seq"),
+        ({"seq": 1.5}, "invalid_seq"),
+        ({"seq": True}, "invalid_seq"),
+        ({"seq": -1}, "invalid_seq"),
+        ({"seq": 2**63}, "invalid_seq"),
+    ]:
+        assert_error(await bob.post(f"/api/channels/{cid}/read", payload, expect=400), code)
+
+
+async def test_concurrent_senders_get_gapless_seqs(app, settings, make_user):
+    """150 messages from 6 users over several connections at once: seqs are
+    exactly 1..150, none repeated, none missing, and stored once each."""
+    users = [await make_user(f"sender{i}") for i in range(6)]
+    cid = await group(users[0], *[u.username for u in users[1:]])
+    per_user = 25
+
+    async def burst(user):
+        return [
+            m["seq"]
+            for m in await asyncio.gather(
+                *(user.send(cid, f"{user.username}-{i}") for i in range(per_user))
+            )
+        ]
+
+    # Also write straight through a second pool, as another server process would.
+    other = await asyncpg.create_pool(settings.database_url, min_size=4, max_size=4)
+    try:
+        from chatterwerks.db import QUERIES
+
+        async def direct_send(i):
+            async with other.acquire() as conn:
+                row = await conn.fetchrow(QUERIES.send_message, cid, users[0].id, f"direct-{i}")
+                return row["seq"]
+
+        results = await asyncio.gather(
+            *(burst(u) for u in users), asyncio.gather(*(direct_send(i) for i in range(30)))
+        )
+    finally:
+        await other.close()
+    seqs = sorted(seq for batch in results for seq in batch)
+    total = per_user * len(users) + 30
+    assert seqs == list(range(1, total + 1))
+    async with app[keys.POOL].acquire() as conn:
+        stored = [
+            r["seq"]
+            for r in await conn.fetch(
+                "SELECT seq FROM messages WHERE channel_id = $1 ORDER BY seq", cid
+            )
+        ]
+        last_seq = await conn.fetchval("SELECT last_seq FROM channels WHERE id = $1", cid)
+    assert stored == list(range(1, total + 1)) and last_seq == total
+
+
+async def test_otter_answers_in_home(make_user, home_id):
+    alice = await make_user("alice")
+    sent = await alice.send(home_id, "Hey Otter, what is (3 + 4) * 2.5?")
+    page = await alice.get(f"/api/channels/{home_id}/messages?after={sent['seq']}")
+    [reply] = page["messages"]
+    assert reply["author"]["username"] == "otter" and reply["author"]["is_bot"]
+    assert "17.5" in reply["text"] and reply["seq"] == sent["seq"] + 1
+
+
+async def test_otter_answers_in_its_direct_channel_only(make_user):
+    alice, bob = await make_user("alice"), await make_user("bob")
+    with_otter = (await alice.post("/api/direct", {"username": "otter"}, expect=201))["channel"]
+    await alice.send(with_otter["id"], "hey otter 6 times 7")
+    texts = [
+        m["text"]
+        for m in (await alice.get(f"/api/channels/{with_otter['id']}/messages"))["messages"]
+    ]
+    assert texts[-1].endswith("42")
+    # Not in a direct channel between people, nor in a group with otter in it.
+    direct = (await alice.post("/api/direct", {"username": "bob"}, expect=201))["channel"]
+    await alice.send(direct["id"], "Hey Otter, 1 + 1")
+    cid = await group(alice, "bob", "otter")
+    await bob.send(cid, "Hey Otter, 1 + 1")
+    for channel_id in (direct["id"], cid):
+        messages = (await alice.get(f"/api/channels/{channel_id}/messages"))["messages"]
+        assert [m["author"]["username"] for m in messages] in (["alice"], ["bob"])
+
+
+async def test_otter_only_when_addressed(make_user, home_id):
+    alice = await make_user()
+    sent = await alice.send(home_id, "I said hey otter, 2+2 in the middle")
+    assert (await alice.get(f"/api/channels/{home_id}/messages?after={sent['seq']}"))[
+        "messages"
+    ] == []
