@@ -24,7 +24,9 @@ from chatterwerks.hub import Hub
 from chatterwerks.shapes import channel_json, message_json
 
 CURSOR_VERSION = 1
-MAX_CURSOR_CHARS = 32_768
+# aiohttp (like most proxies) caps a request line at 8 KiB; a cursor is about
+# 12 bytes a channel, so this holds some 450 channels per user.
+MAX_CURSOR_CHARS = 8_000
 # Bounded pages: a client far behind gets this many messages per answer and
 # its next poll answers at once.
 PAGE_MESSAGES = 500

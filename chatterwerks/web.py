@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import aiohttp_jinja2
 from aiohttp import web
 
-from chatterwerks import keys
+from chatterwerks import BASE_DIR, keys
 from chatterwerks.db import CONNECTION_ERRORS
 from chatterwerks.errors import error_response
 
@@ -19,10 +21,28 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+STATIC_DIR = BASE_DIR / "static"
+
+
+def static_version() -> str:
+    """A short tag that changes whenever a static file does: the page's links
+    carry it (?v=), so a deploy never mixes a fresh page with a cached script."""
+    digest = hashlib.sha256()
+    for path in sorted(STATIC_DIR.glob("*")):
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()[:12]
+
+
 @routes.get("/")
-@aiohttp_jinja2.template("chat.html")
-async def chat_page(request: web.Request) -> dict[str, object]:
-    return {}
+async def chat_page(request: web.Request) -> web.Response:
+    """The one page of the browser client: sign-in and chat (static/app.js decides)."""
+    response = aiohttp_jinja2.render_template(
+        "chat.html", request, {"version": static_version()}
+    )
+    response.headers["Cache-Control"] = "no-cache"
+    return response
 
 
 @routes.get("/healthz")
