@@ -1,0 +1,207 @@
+"""The command line: migrate, reset-db, clear errors, and the embedded default."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+from helpers import free_port
+
+from chatterwerks.config import ConfigError, Settings, redact_url
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
+    return subprocess.run(
+        [sys.executable, "-m", "chatterwerks", *args],
+        env={**os.environ, "CHATTERWERKS_LOG_LEVEL": "WARNING", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+async def test_migrate_twice_changes_nothing(database_url):
+    # The test database is a copy of the migrated template: nothing left to apply.
+    result = run_cli("migrate", env={"DATABASE_URL": database_url})
+    assert result.returncode == 0, result.stderr
+    assert "applied 0 migration(s)" in result.stdout
+    conn = await asyncpg.connect(database_url)
+    try:
+        versions = [
+            r["version"]
+            for r in await conn.fetch("SELECT version FROM schema_migrations ORDER BY 1")
+        ]
+    finally:
+        await conn.close()
+    assert versions == [1, 2]
+
+
+async def test_migrate_from_empty_and_concurrently(pg_server):
+    from conftest import with_database
+
+    name = f"cw_cli_{os.getpid()}"
+    admin = await asyncpg.connect(pg_server.admin_url)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = with_database(pg_server.admin_url, name)
+    try:
+        # Two processes at once: the advisory lock makes them take turns.
+        env = {**os.environ, "DATABASE_URL": url, "CHATTERWERKS_LOG_LEVEL": "WARNING"}
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "chatterwerks", "migrate"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        outputs = [p.communicate(timeout=60) for p in procs]
+        assert all(p.returncode == 0 for p in procs), outputs
+        assert sorted(out for out, _ in outputs)[0].startswith("applied 0 migration(s)")
+        conn = await asyncpg.connect(url)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 2
+            assert await conn.fetchval("SELECT count(*) FROM channels WHERE kind = 'home'") == 1
+            assert await conn.fetchval("SELECT count(*) FROM users WHERE username = 'otter'") == 1
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_reset_db_needs_yes_and_then_empties(database_url):
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("INSERT INTO users (username, password_hash) VALUES ('doomed', 'x')")
+        refused = run_cli("reset-db", env={"DATABASE_URL": database_url})
+        assert refused.returncode != 0 and "--yes" in refused.stderr
+        assert await conn.fetchval("SELECT count(*) FROM users WHERE username = 'doomed'") == 1
+    finally:
+        await conn.close()
+    done = run_cli("reset-db", "--yes", env={"DATABASE_URL": database_url})
+    assert done.returncode == 0, done.stderr
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert [r["username"] for r in await conn.fetch("SELECT username FROM users")] == ["otter"]
+        assert await conn.fetchval("SELECT password_hash FROM users") is None
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("mysql://nope", "not a PostgreSQL URL"),
+        ("postgresql://postgres@127.0.0.1:1/x", "cannot reach PostgreSQL"),
+    ],
+)
+def test_bad_database_url_is_one_clear_line(url, fragment):
+    result = run_cli("migrate", env={"DATABASE_URL": url})
+    assert result.returncode == 1
+    assert fragment in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_setting_is_one_clear_line():
+    result = run_cli("migrate", env={"PORT": "eighty"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == "chatterwerks: PORT must be a number, got 'eighty'"
+
+
+def test_settings_from_env():
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql://u:pw@db/chat",
+            "PORT": "9000",
+            "HOST": "0.0.0.0",
+            "CHATTERWERKS_POOL_SIZE": "4",
+            "CHATTERWERKS_DATA_DIR": "/srv/chat",
+            "CHATTERWERKS_SECURE_COOKIES": "yes",
+        }
+    )
+    assert (settings.port, settings.host, settings.pool_max_size) == (9000, "0.0.0.0", 4)
+    assert str(settings.data_dir) == "/srv/chat" and settings.secure_cookies
+    defaults = Settings.from_env({})
+    assert (defaults.database_url, defaults.host, defaults.port) == (None, "127.0.0.1", 8080)
+    for env in (
+        {"PORT": "70000"},
+        {"CHATTERWERKS_POOL_SIZE": "0"},
+        {"CHATTERWERKS_SECURE_COOKIES": "maybe"},
+    ):
+        with pytest.raises(ConfigError):
+            Settings.from_env(env)
+    with pytest.raises(AttributeError):
+        settings.port = 1  # frozen
+    assert redact_url("postgresql://u:secret@db/chat") == "postgresql://u:***@db/chat"
+
+
+async def test_embedded_default_keeps_data_across_restarts(tmp_path: Path):
+    """No DATABASE_URL: serve starts an embedded PostgreSQL in the data dir;
+    an account made before a restart can log in after it."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "CHATTERWERKS_DATA_DIR": str(tmp_path / "data"),
+        "CHATTERWERKS_ARGON2_TIME_COST": "1",
+        "CHATTERWERKS_ARGON2_MEMORY_KIB": "64",
+    }
+    env.pop("DATABASE_URL", None)
+    base = f"http://127.0.0.1:{port}"
+
+    async def serve_and(action):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "chatterwerks", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            async with aiohttp.ClientSession(base_url=base) as session:
+                deadline = time.monotonic() + 60
+                while True:
+                    try:
+                        async with session.get("/healthz") as response:
+                            if response.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    assert process.poll() is None and time.monotonic() < deadline
+                    await asyncio.sleep(0.2)
+                return await action(session)
+        finally:
+            process.terminate()
+            output, _ = process.communicate(timeout=30)
+            assert process.returncode == 0, output
+            assert "embedded PostgreSQL" in output and f"http://127.0.0.1:{port}" in output
+
+    async def register(session):
+        async with session.post(
+            "/api/register", json={"username": "keeper", "password": "password9"}
+        ) as r:
+            assert r.status == 201
+
+    async def login(session):
+        async with session.post(
+            "/api/login", json={"username": "keeper", "password": "password9"}
+        ) as r:
+            assert r.status == 200
+            token = (await r.json())["token"]
+        async with session.get("/api/me", headers={"Authorization": f"Bearer {token}"}) as r:
+            assert (await r.json())["user"]["username"] == "keeper"
+
+    await serve_and(register)
+    await serve_and(login)
+    # The embedded server stopped with the last process that used it.
+    assert not (tmp_path / "data" / "pgdata" / "postmaster.pid").exists()
