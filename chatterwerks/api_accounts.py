@@ -8,13 +8,14 @@ from chatterwerks import events, keys, otter, store
 from chatterwerks.auth import (
     SESSION_COOKIE,
     TOKEN_HASH,
+    client_address,
     current_user,
     new_token,
     public,
     set_session_cookie,
 )
 from chatterwerks.db import QUERIES
-from chatterwerks.errors import ApiError
+from chatterwerks.errors import ApiError, rate_limited
 from chatterwerks.shapes import channel_json, user_json
 from chatterwerks.validation import (
     USERNAME_RE,
@@ -46,6 +47,8 @@ async def register(request: web.Request) -> web.Response:
     body = await json_object(request)
     username = username_field(body)
     password = password_field(body)
+    if wait := request.app[keys.LIMITERS].register_address.take(client_address(request)):
+        raise rate_limited(wait, "Too many registrations from your address; try again later.")
     password_hash = await request.app[keys.HASHER].hash(password)
     async with request.app[keys.POOL].acquire() as conn:
         user = await store.create_user(
@@ -64,14 +67,48 @@ async def login(request: web.Request) -> web.Response:
     password = body.get("password")
     if not isinstance(username, str) or not isinstance(password, str):
         raise bad_input("invalid_credentials", "Send a username and a password, both strings.")
+    # Guessing is slowed per address (every attempt) and per username (every
+    # failure), so neither one address nor many can try passwords quickly.
+    limiters = request.app[keys.LIMITERS]
+    username_key = username.lower()
+    wait = limiters.login_username.retry_after(username_key) or limiters.login_address.take(
+        client_address(request)
+    )
+    if wait:
+        raise rate_limited(wait, "Too many sign-in attempts; try again later.")
     row = None
     if USERNAME_RE.fullmatch(username):
         async with request.app[keys.POOL].acquire() as conn:
             row = await conn.fetchrow(QUERIES.user_for_login, username)
     # Verify even for an unknown user (against a dummy hash): same time, same answer.
     if not await request.app[keys.HASHER].verify(row and row["password_hash"], password):
+        limiters.login_username.take(username_key)
         raise ApiError(401, "invalid_credentials", "Wrong username or password.")
     return await _signed_in(request, user_json(row), 200)
+
+
+@routes.post("/api/me/password")
+async def change_password(request: web.Request) -> web.Response:
+    """A new password, given the current one; every other session ends."""
+    body = await json_object(request)
+    current = body.get("current_password")
+    if not isinstance(current, str):
+        raise bad_input("missing_current_password", "current_password is required.")
+    new_password = password_field(body, "new_password")
+    user = current_user(request)
+    limiter = request.app[keys.LIMITERS].login_username
+    if wait := limiter.retry_after(user["username"].lower()):
+        raise rate_limited(wait, "Too many wrong passwords; try again later.")
+    pool, hasher = request.app[keys.POOL], request.app[keys.HASHER]
+    async with pool.acquire() as conn:
+        stored = await conn.fetchval(QUERIES.password_hash_of, user["id"])
+    if not await hasher.verify(stored, current):
+        limiter.take(user["username"].lower())
+        raise ApiError(403, "wrong_password", "The current password is not right.")
+    new_hash = await hasher.hash(new_password)
+    async with pool.acquire() as conn:
+        await conn.execute(QUERIES.change_password, user["id"], new_hash, request[TOKEN_HASH])
+    return web.Response(status=204)
 
 
 @routes.post("/api/logout")

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from chatterwerks import events, keys, store
 from chatterwerks.auth import current_user
+from chatterwerks.errors import ApiError, rate_limited
 from chatterwerks.validation import (
     INT64_MAX,
     bad_input,
@@ -24,6 +25,17 @@ routes = web.RouteTableDef()
 DEFAULT_PAGE = 50
 
 
+def _check_poll_cap(request: web.Request, user_id: int) -> None:
+    """A user may park only so many long-polls in this process."""
+    if request.app[keys.HUB].polls_of(user_id) >= request.app[keys.SETTINGS].max_polls_per_user:
+        raise ApiError(
+            429,
+            "too_many_polls",
+            "You have too many long-polls open; close some first.",
+            headers={"Retry-After": "1"},
+        )
+
+
 @routes.get("/api/channels/{id}/messages")
 async def list_messages(request: web.Request) -> web.Response:
     channel_id = path_id(request)
@@ -33,6 +45,7 @@ async def list_messages(request: web.Request) -> web.Response:
         after = query_int(request, "after", 0)
         settings = request.app[keys.SETTINGS]
         wait = query_seconds(request, "wait", 0.0, settings.poll_max_timeout)
+        _check_poll_cap(request, user_id)
         messages = await events.poll_channel(
             request.app[keys.POOL], request.app[keys.HUB], user_id, channel_id, after, wait, limit
         )
@@ -49,6 +62,8 @@ async def send_message(request: web.Request) -> web.Response:
     text = message_text(await json_object(request))
     author = current_user(request)
     app = request.app
+    if wait := app[keys.LIMITERS].messages_user.take(author["id"]):
+        raise rate_limited(wait, "You are sending messages too fast; wait a moment.")
 
     async def send() -> dict[str, Any]:
         async with app[keys.POOL].acquire() as conn:
@@ -80,6 +95,7 @@ async def poll_events(request: web.Request) -> web.Response:
     timeout = query_seconds(
         request, "timeout", settings.poll_default_timeout, settings.poll_max_timeout
     )
+    _check_poll_cap(request, current_user(request)["id"])
     answer = await events.poll_events(
         request.app[keys.POOL],
         request.app[keys.HUB],

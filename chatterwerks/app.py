@@ -18,6 +18,7 @@ from chatterwerks.embedded import EmbeddedPostgres
 from chatterwerks.errors import error_middleware
 from chatterwerks.hub import Hub
 from chatterwerks.passwords import PasswordHasher
+from chatterwerks.ratelimit import Limiters
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,12 @@ async def create_app(settings: Settings | None = None) -> web.Application:
     )
     app[keys.SETTINGS] = settings
     app[keys.HASHER] = PasswordHasher(settings.argon2_time_cost, settings.argon2_memory_kib)
+    app[keys.LIMITERS] = Limiters(
+        settings.limit_login_address,
+        settings.limit_login_username,
+        settings.limit_register_address,
+        settings.limit_messages_user,
+    )
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(BASE_DIR / "templates"),

@@ -75,7 +75,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
     digest = token_hash(token)
     async with request.app[keys.POOL].acquire() as conn:
-        row = await conn.fetchrow(QUERIES.session_user, digest)
+        row = await conn.fetchrow(
+            QUERIES.session_user, digest, request.app[keys.SETTINGS].session_idle_days
+        )
     if row is None:
         raise ApiError(
             401, "invalid_token", "This session has ended or never existed; sign in again."
@@ -95,6 +97,17 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 def current_user(request: web.Request) -> dict[str, Any]:
     return request[USER]
+
+
+def client_address(request: web.Request) -> str:
+    """The address rate limits count by: the peer, or behind a trusted proxy
+    the last X-Forwarded-For hop (the one the proxy itself appended)."""
+    if request.app[keys.SETTINGS].trust_forwarded_for:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        last_hop = forwarded.rsplit(",", 1)[-1].strip()
+        if last_hop:
+            return last_hop
+    return request.remote or "unknown"
 
 
 def set_session_cookie(response: web.StreamResponse, request: web.Request, token: str) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import platformdirs
 
+from chatterwerks.ratelimit import Limit
+
 
 class ConfigError(ValueError):
     """A setting has a value we cannot use; the message names it."""
@@ -27,11 +29,22 @@ class Settings:
     poll_default_timeout: float = 25.0
     poll_max_timeout: float = 60.0
     session_days: int = 30
+    # A session unused this long ends, whatever its expiry.
+    session_idle_days: int = 14
     secure_cookies: bool = False
     # argon2id cost; the defaults are argon2-cffi's (RFC 9106 low-memory profile).
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     log_level: str = "INFO"
+    # Rate limits, "BURST/SECONDS" in the environment ("off" disables one).
+    limit_login_address: Limit | None = Limit(20, 3.0)  # all sign-in attempts per address
+    limit_login_username: Limit | None = Limit(10, 30.0)  # failed sign-ins per username
+    limit_register_address: Limit | None = Limit(5, 60.0)
+    limit_messages_user: Limit | None = Limit(30, 0.2)  # a burst of 30, then 5 a second
+    # Parked long-polls per user in one process: a script cannot hold 10,000.
+    max_polls_per_user: int = 20
+    # Behind a reverse proxy, the client address is the last X-Forwarded-For hop.
+    trust_forwarded_for: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -60,6 +73,17 @@ class Settings:
                 return False
             raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
+        def limit(name: str, default: Limit | None) -> Limit | None:
+            raw = env.get(name)
+            if not raw:
+                return default
+            try:
+                return Limit.parse(raw)
+            except ValueError:
+                raise ConfigError(
+                    f"{name} must be BURST/SECONDS (like 10/30) or off, got {raw!r}"
+                ) from None
+
         port = number("PORT", defaults.port, int, 0)
         if port > 65535:
             raise ConfigError(f"PORT must be at most 65535, got {port}")
@@ -78,6 +102,9 @@ class Settings:
                 "CHATTERWERKS_POLL_MAX_TIMEOUT", defaults.poll_max_timeout, float, 0
             ),
             session_days=number("CHATTERWERKS_SESSION_DAYS", defaults.session_days, int, 1),
+            session_idle_days=number(
+                "CHATTERWERKS_SESSION_IDLE_DAYS", defaults.session_idle_days, int, 1
+            ),
             secure_cookies=flag("CHATTERWERKS_SECURE_COOKIES", defaults.secure_cookies),
             argon2_time_cost=number(
                 "CHATTERWERKS_ARGON2_TIME_COST", defaults.argon2_time_cost, int, 1
@@ -86,6 +113,24 @@ class Settings:
                 "CHATTERWERKS_ARGON2_MEMORY_KIB", defaults.argon2_memory_kib, int, 8
             ),
             log_level=(env.get("CHATTERWERKS_LOG_LEVEL") or defaults.log_level).upper(),
+            limit_login_address=limit(
+                "CHATTERWERKS_LIMIT_LOGIN_ADDRESS", defaults.limit_login_address
+            ),
+            limit_login_username=limit(
+                "CHATTERWERKS_LIMIT_LOGIN_USERNAME", defaults.limit_login_username
+            ),
+            limit_register_address=limit(
+                "CHATTERWERKS_LIMIT_REGISTER_ADDRESS", defaults.limit_register_address
+            ),
+            limit_messages_user=limit(
+                "CHATTERWERKS_LIMIT_MESSAGES_USER", defaults.limit_messages_user
+            ),
+            max_polls_per_user=number(
+                "CHATTERWERKS_MAX_POLLS_PER_USER", defaults.max_polls_per_user, int, 1
+            ),
+            trust_forwarded_for=flag(
+                "CHATTERWERKS_TRUST_FORWARDED_FOR", defaults.trust_forwarded_for
+            ),
         )
 
     def replace(self, **changes: object) -> Settings:

@@ -43,6 +43,10 @@ class ApiError(web.HTTPException):
         self.code = code
 
 
+def rate_limited(retry_after: int, message: str = "Too many requests; slow down.") -> ApiError:
+    return ApiError(429, "rate_limited", message, headers={"Retry-After": str(retry_after)})
+
+
 def error_response(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 

@@ -163,6 +163,9 @@ class Hub:
     def waiter_count(self) -> int:
         return sum(len(waiters) for waiters in self._by_user.values())
 
+    def polls_of(self, user_id: int) -> int:
+        return len(self._by_user.get(user_id, ()))
+
     def register(self, user_id: int, channel_ids: Iterable[int]) -> Waiter:
         """Parks a waiter; register BEFORE reading the database (no lost wake-ups)."""
         waiter = Waiter(user_id, channel_ids)

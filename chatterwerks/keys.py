@@ -8,6 +8,7 @@ from aiohttp import web
 from chatterwerks.config import Settings
 from chatterwerks.hub import Hub
 from chatterwerks.passwords import PasswordHasher
+from chatterwerks.ratelimit import Limiters
 
 SETTINGS = web.AppKey("settings", Settings)
 DATABASE_URL = web.AppKey("database_url", str)
@@ -15,3 +16,4 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 HUB = web.AppKey("hub", Hub)
 HASHER = web.AppKey("hasher", PasswordHasher)
 OTTER_ID = web.AppKey("otter_id", int)
+LIMITERS = web.AppKey("limiters", Limiters)

@@ -76,11 +76,11 @@ def username_field(body: dict[str, Any], field: str = "username") -> str:
     return username_value(body[field], field)
 
 
-def password_field(body: dict[str, Any]) -> str:
-    password = string_field(body, "password")
+def password_field(body: dict[str, Any], field: str = "password") -> str:
+    password = string_field(body, field)
     if not PASSWORD_MIN_CHARS <= len(password) <= PASSWORD_MAX_CHARS:
         raise bad_input(
-            "invalid_password",
+            "invalid_" + field,
             f"A password has {PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters.",
         )
     return password

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import aiohttp_jinja2
@@ -24,9 +25,11 @@ CONTENT_SECURITY_POLICY = (
 STATIC_DIR = BASE_DIR / "static"
 
 
+@functools.cache
 def static_version() -> str:
-    """A short tag that changes whenever a static file does: the page's links
-    carry it (?v=), so a deploy never mixes a fresh page with a cached script."""
+    """A short tag that changes whenever a static file does (read once per
+    process): the page's links carry it (?v=), so a deploy never mixes a fresh
+    page with a cached script."""
     digest = hashlib.sha256()
     for path in sorted(STATIC_DIR.glob("*")):
         if path.is_file():
@@ -38,9 +41,7 @@ def static_version() -> str:
 @routes.get("/")
 async def chat_page(request: web.Request) -> web.Response:
     """The one page of the browser client: sign-in and chat (static/app.js decides)."""
-    response = aiohttp_jinja2.render_template(
-        "chat.html", request, {"version": static_version()}
-    )
+    response = aiohttp_jinja2.render_template("chat.html", request, {"version": static_version()})
     response.headers["Cache-Control"] = "no-cache"
     return response
 

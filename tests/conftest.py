@@ -98,12 +98,18 @@ async def database_url(pg_server: Server) -> AsyncIterator[str]:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    # A cheap argon2 cost: the tests register hundreds of users.
+    # A cheap argon2 cost: the tests register hundreds of users. Rate limits
+    # are off here; tests/test_limits.py turns them on.
     return Settings(
         database_url=database_url,
         argon2_time_cost=1,
         argon2_memory_kib=64,
         poll_default_timeout=5,
+        limit_login_address=None,
+        limit_login_username=None,
+        limit_register_address=None,
+        limit_messages_user=None,
+        max_polls_per_user=100,
     )
 
 

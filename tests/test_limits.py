@@ -1,0 +1,189 @@
+"""Hardening: rate limits, the long-poll cap, session idle timeout, password
+change, and security headers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from helpers import assert_error
+
+from chatterwerks import keys, ratelimit
+from chatterwerks.app import create_app
+from chatterwerks.ratelimit import Limit, RateLimiter
+
+
+@pytest.fixture
+def client_with(settings, aiohttp_client):
+    async def make(**overrides):
+        app = await create_app(settings.replace(**overrides))
+        return await aiohttp_client(app, server_kwargs={"handler_cancellation": True})
+
+    return make
+
+
+async def register(client, username, password="password9"):
+    response = await client.post("/api/register", json={"username": username, "password": password})
+    assert response.status == 201, await response.text()
+    return (await response.json())["token"]
+
+
+async def login(client, username, password):
+    return await client.post("/api/login", json={"username": username, "password": password})
+
+
+def test_limit_parse():
+    assert Limit.parse("10/30") == Limit(10, 30.0)
+    assert Limit.parse("off") is None
+    for bad in ("10", "0/5", "5/0", "x/y", "-1/3"):
+        with pytest.raises(ValueError):
+            Limit.parse(bad)
+
+
+def test_bucket_refills_and_stays_bounded(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(ratelimit.time, "monotonic", lambda: now[0])
+    limiter = RateLimiter(Limit(2, 10.0), max_keys=100)
+    assert [limiter.take("k") for _ in range(3)] == [0, 0, 10]
+    now[0] += 5
+    assert limiter.take("k") == 5  # half a token back: 5 s to go
+    now[0] += 5
+    assert limiter.take("k") == 0
+    for i in range(1000):
+        limiter.take(i)
+    assert len(limiter._buckets) <= 100
+
+
+async def test_failed_logins_per_username_are_limited(client_with):
+    client = await client_with(limit_login_username=Limit(3, 60.0))
+    await register(client, "victim", "right-password")
+    for _ in range(3):
+        assert (await login(client, "victim", "guess-guess")).status == 401
+    response = await login(client, "victim", "guess-guess")
+    assert response.status == 429
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert_error(await response.json(), "rate_limited")
+    # Other accounts are untouched.
+    await register(client, "other", "right-password")
+    assert (await login(client, "other", "right-password")).status == 200
+
+
+async def test_successful_logins_do_not_use_up_the_username_limit(client_with):
+    client = await client_with(limit_login_username=Limit(2, 60.0))
+    await register(client, "regular", "right-password")
+    for _ in range(5):
+        assert (await login(client, "regular", "right-password")).status == 200
+
+
+async def test_login_attempts_per_address_are_limited(client_with):
+    client = await client_with(limit_login_address=Limit(4, 60.0))
+    await register(client, "someone", "right-password")
+    statuses = [(await login(client, f"user{i}", "whatever-pw")).status for i in range(5)]
+    assert statuses == [401, 401, 401, 401, 429]
+
+
+async def test_registrations_per_address_are_limited(client_with):
+    client = await client_with(limit_register_address=Limit(2, 60.0))
+    await register(client, "first")
+    await register(client, "second")
+    response = await client.post(
+        "/api/register", json={"username": "third", "password": "password9"}
+    )
+    assert response.status == 429 and "Retry-After" in response.headers
+    assert_error(await response.json(), "rate_limited")
+
+
+async def test_messages_per_user_are_limited(client_with):
+    client = await client_with(limit_messages_user=Limit(5, 60.0))
+    alice = {"Authorization": f"Bearer {await register(client, 'alice')}"}
+    bob = {"Authorization": f"Bearer {await register(client, 'bob')}"}
+    home = (await (await client.get("/api/me", headers=alice)).json())["channels"][0]["id"]
+    path = f"/api/channels/{home}/messages"
+    statuses = [
+        (await client.post(path, json={"text": f"m{i}"}, headers=alice)).status for i in range(7)
+    ]
+    assert statuses == [201] * 5 + [429] * 2
+    assert (await client.post(path, json={"text": "bob is fine"}, headers=bob)).status == 201
+    texts = [m["text"] for m in (await (await client.get(path, headers=alice)).json())["messages"]]
+    assert "m5" not in texts and "m6" not in texts and "bob is fine" in texts
+
+
+async def test_long_polls_per_user_are_capped(client_with):
+    client = await client_with(max_polls_per_user=2)
+    headers = {"Authorization": f"Bearer {await register(client, 'poller')}"}
+    me = await (await client.get("/api/me", headers=headers)).json()
+    url = f"/api/events?cursor={me['cursor']}&timeout=2"
+    parked = [asyncio.create_task(client.get(url, headers=headers)) for _ in range(2)]
+    hub = client.server.app[keys.HUB]
+    while hub.polls_of(me["user"]["id"]) < 2:
+        await asyncio.sleep(0.01)
+    response = await client.get(url, headers=headers)
+    assert response.status == 429
+    assert_error(await response.json(), "too_many_polls")
+    assert all(r.status == 200 for r in await asyncio.gather(*parked))
+    # Once they have answered, polling works again.
+    assert (await client.get(url.replace("timeout=2", "timeout=0"), headers=headers)).status == 200
+
+
+async def test_idle_session_ends(app, make_user):
+    alice = await make_user()
+    async with app[keys.POOL].acquire() as conn:
+        await conn.execute("UPDATE sessions SET last_seen_at = now() - interval '15 days'")
+    response = await alice.client.get("/api/me", headers=alice.headers)
+    assert response.status == 401
+
+
+async def test_sessions_are_touched_at_most_once_a_minute(app, make_user):
+    alice = await make_user()
+    async with app[keys.POOL].acquire() as conn:
+        await conn.execute("UPDATE sessions SET last_seen_at = now() - interval '2 days'")
+        await alice.get("/api/me")
+        touched = await conn.fetchval(
+            "SELECT now() - last_seen_at < interval '1 minute' FROM sessions"
+        )
+    assert touched
+
+
+async def test_password_change_revokes_other_sessions(client, make_user):
+    alice = await make_user("alice", password="old-password")
+    response = await login(client, "alice", "old-password")
+    other = {"Authorization": f"Bearer {(await response.json())['token']}"}
+    body = await alice.post(
+        "/api/me/password",
+        {"current_password": "wrong-one", "new_password": "new-password"},
+        expect=403,
+    )
+    assert_error(body, "wrong_password")
+    body = await alice.post(
+        "/api/me/password",
+        {"current_password": "old-password", "new_password": "short"},
+        expect=400,
+    )
+    assert_error(body, "invalid_new_password")
+    await alice.post(
+        "/api/me/password",
+        {"current_password": "old-password", "new_password": "new-password"},
+        expect=204,
+    )
+    assert (await client.get("/api/me", headers=alice.headers)).status == 200  # this session stays
+    assert (await client.get("/api/me", headers=other)).status == 401  # every other one ends
+    assert (await login(client, "alice", "old-password")).status == 401
+    assert (await login(client, "alice", "new-password")).status == 200
+
+
+async def test_security_headers(client, make_user):
+    response = await client.get("/")
+    csp = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "same-origin"
+    api = await client.get("/api/me")
+    assert api.headers["X-Content-Type-Options"] == "nosniff"
+    assert api.headers["Cache-Control"] == "no-store"
+
+
+async def test_secure_cookie_when_configured(client_with):
+    client = await client_with(secure_cookies=True)
+    response = await client.post("/api/register", json={"username": "tls", "password": "password9"})
+    assert "Secure" in response.headers["Set-Cookie"]
