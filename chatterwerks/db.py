@@ -51,12 +51,12 @@ QUERIES = Queries()
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.InterfaceError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
+    asyncpg.PostgresConnectionError,  # connection lost, never made, refused
+    asyncpg.OperatorInterventionError,  # shutting down, starting up, terminated
     asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+    # What asyncpg raises when it releases a connection that broke mid-query.
+    asyncpg.InternalClientError,
 )
 
 

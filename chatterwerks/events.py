@@ -206,7 +206,15 @@ async def poll_events(
             if events:
                 return {"cursor": encode_cursor(new_cursor), "events": events}
             remaining = deadline - asyncio.get_running_loop().time()
-            if hub.closing or not await waiter.wait(remaining) or hub.closing:
+            if hub.closing:
+                return {"cursor": cursor_text, "events": []}
+            if not await waiter.wait(remaining):
+                if hub.connected.is_set() or remaining <= 0:
+                    return {"cursor": cursor_text, "events": []}
+                # The listener is down, so silence proves nothing: one last read.
+                full, notified, deadline = True, {}, 0.0
+                continue
+            if hub.closing:
                 return {"cursor": cursor_text, "events": []}
             full, notified = waiter.take()
     finally:
@@ -231,7 +239,14 @@ async def poll_channel(
             if messages:
                 return messages
             remaining = deadline - asyncio.get_running_loop().time()
-            if hub.closing or not await waiter.wait(remaining) or hub.closing:
+            if hub.closing:
+                return []
+            if not await waiter.wait(remaining):
+                if hub.connected.is_set() or remaining <= 0:
+                    return []
+                full, notified, deadline = True, {}, 0.0  # listener down: one last read
+                continue
+            if hub.closing:
                 return []
             full, notified = waiter.take()
     finally:
