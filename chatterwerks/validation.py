@@ -3,6 +3,7 @@ it reaches the database, and a bad one gets a 400 that names it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -11,6 +12,7 @@ from aiohttp import web
 
 from chatterwerks.errors import ApiError
 
+BODY_READ_TIMEOUT = 10.0  # seconds for a body of at most 64 KiB
 USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,32}")
 INT64_MAX = 2**63 - 1
 MESSAGE_MAX_CHARS = 4000
@@ -24,8 +26,15 @@ def bad_input(code: str, message: str) -> ApiError:
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object (aiohttp enforces the 64 KiB cap)."""
-    raw = await request.read()
+    """The request body as a JSON object (aiohttp enforces the 64 KiB cap).
+
+    A client that trickles its body is cut off: it would hold a connection
+    and a handler for as long as it liked."""
+    try:
+        async with asyncio.timeout(BODY_READ_TIMEOUT):
+            raw = await request.read()
+    except TimeoutError:
+        raise ApiError(408, "body_timeout", "The request body arrived too slowly.") from None
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):

@@ -187,3 +187,24 @@ async def test_secure_cookie_when_configured(client_with):
     client = await client_with(secure_cookies=True)
     response = await client.post("/api/register", json={"username": "tls", "password": "password9"})
     assert "Secure" in response.headers["Set-Cookie"]
+
+
+async def test_trickled_body_is_cut_off(client, monkeypatch):
+    """A body that never finishes arriving gets 408, not a handler held forever."""
+    from chatterwerks import validation
+
+    monkeypatch.setattr(validation, "BODY_READ_TIMEOUT", 0.5)
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        b"POST /api/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100\r\n\r\n{"user'
+    )
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    assert b" 408 " in status_line
+    writer.close()
+
+
+async def test_oversized_header_is_refused(client):
+    response = await client.get("/api/me", headers={"X-Big": "x" * 20000})
+    assert response.status in (400, 431)
