@@ -13,6 +13,7 @@ import asyncio
 import base64
 import binascii
 import dataclasses
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -20,7 +21,7 @@ import asyncpg
 from chatterwerks import store
 from chatterwerks.db import QUERIES
 from chatterwerks.errors import ApiError
-from chatterwerks.hub import Hub
+from chatterwerks.hub import Hub, Waiter
 from chatterwerks.shapes import channel_json, message_json
 
 CURSOR_VERSION = 1
@@ -182,6 +183,36 @@ async def _notified_messages(
     return events
 
 
+Read = Callable[[bool, dict[int, int]], Awaitable[Any]]
+
+
+async def _long_poll(hub: Hub, waiter: Waiter, timeout: float, read: Read) -> Any:
+    """Reads, then sleeps and reads again until read() finds something (its
+    result), time runs out or the server shuts down (None).
+
+    read(full, notified) re-reads the database when full, else only what the
+    notifications announced (from the shared cache)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    full, notified = True, {}
+    while True:
+        found = await read(full, notified)
+        if found:
+            return found
+        remaining = deadline - loop.time()
+        if hub.closing:
+            return None
+        if not await waiter.wait(remaining):
+            if hub.connected.is_set() or remaining <= 0:
+                return None
+            # The listener is down, so silence proves nothing: one last read.
+            full, notified, deadline = True, {}, 0.0
+            continue
+        if hub.closing:
+            return None
+        full, notified = waiter.take()
+
+
 async def poll_events(
     pool: asyncpg.Pool, hub: Hub, user_id: int, cursor_text: str | None, timeout: float
 ) -> dict[str, Any]:
@@ -191,63 +222,33 @@ async def poll_events(
         async with pool.acquire() as conn:
             return {"cursor": await current_cursor(conn, user_id), "events": []}
     cursor = decode_cursor(cursor_text)
+
+    async def read(full: bool, notified: dict[int, int]) -> dict[str, Any] | None:
+        if full:
+            new_cursor, events = await _full_read(pool, user_id, cursor)
+        else:
+            new_cursor = {k: dataclasses.replace(v) for k, v in cursor.items()}
+            events = await _notified_messages(hub, new_cursor, notified)
+        return {"cursor": encode_cursor(new_cursor), "events": events} if events else None
+
     # Register first, then read: a commit between the read and the wait still
     # finds the waiter.
-    waiter = hub.register(user_id, cursor)
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout
-        full, notified = True, {}
-        while True:
-            if full:
-                new_cursor, events = await _full_read(pool, user_id, cursor)
-            else:
-                new_cursor = {k: dataclasses.replace(v) for k, v in cursor.items()}
-                events = await _notified_messages(hub, new_cursor, notified)
-            if events:
-                return {"cursor": encode_cursor(new_cursor), "events": events}
-            remaining = deadline - asyncio.get_running_loop().time()
-            if hub.closing:
-                return {"cursor": cursor_text, "events": []}
-            if not await waiter.wait(remaining):
-                if hub.connected.is_set() or remaining <= 0:
-                    return {"cursor": cursor_text, "events": []}
-                # The listener is down, so silence proves nothing: one last read.
-                full, notified, deadline = True, {}, 0.0
-                continue
-            if hub.closing:
-                return {"cursor": cursor_text, "events": []}
-            full, notified = waiter.take()
-    finally:
-        hub.unregister(waiter)
+    with hub.waiting(user_id, cursor) as waiter:
+        answer = await _long_poll(hub, waiter, timeout, read)
+    return answer or {"cursor": cursor_text, "events": []}
 
 
 async def poll_channel(
     pool: asyncpg.Pool, hub: Hub, user_id: int, channel_id: int, after: int, wait: float, limit: int
 ) -> list[dict[str, Any]]:
     """GET /api/channels/{id}/messages?after=SEQ&wait=S: the same, for one channel."""
-    waiter = hub.register(user_id, (channel_id,))
-    try:
-        deadline = asyncio.get_running_loop().time() + wait
-        full, notified = True, {}
-        while True:
-            if full:
-                async with pool.acquire() as conn:
-                    messages = await store.messages_after(conn, channel_id, user_id, after, limit)
-            else:
-                upto = min(notified.get(channel_id, after), after + limit)
-                messages = await hub.cache.range(channel_id, after, upto)
-            if messages:
-                return messages
-            remaining = deadline - asyncio.get_running_loop().time()
-            if hub.closing:
-                return []
-            if not await waiter.wait(remaining):
-                if hub.connected.is_set() or remaining <= 0:
-                    return []
-                full, notified, deadline = True, {}, 0.0  # listener down: one last read
-                continue
-            if hub.closing:
-                return []
-            full, notified = waiter.take()
-    finally:
-        hub.unregister(waiter)
+
+    async def read(full: bool, notified: dict[int, int]) -> list[dict[str, Any]]:
+        if full:
+            async with pool.acquire() as conn:
+                return await store.messages_after(conn, channel_id, user_id, after, limit)
+        upto = min(notified.get(channel_id, after), after + limit)
+        return await hub.cache.range(channel_id, after, upto)
+
+    with hub.waiting(user_id, (channel_id,)) as waiter:
+        return await _long_poll(hub, waiter, wait, read) or []

@@ -11,10 +11,11 @@ waiter is woken to re-read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import asyncpg
@@ -176,6 +177,15 @@ class Hub:
             waiter.full = True
             waiter.wake()
         return waiter
+
+    @contextlib.contextmanager
+    def waiting(self, user_id: int, channel_ids: Iterable[int]) -> Iterator[Waiter]:
+        """A registered waiter for the length of a long-poll."""
+        waiter = self.register(user_id, channel_ids)
+        try:
+            yield waiter
+        finally:
+            self.unregister(waiter)
 
     def unregister(self, waiter: Waiter) -> None:
         _discard(self._by_user, waiter.user_id, waiter)
