@@ -43,7 +43,8 @@ async def create_channel(request: web.Request) -> web.Response:
         raise bad_input(
             "invalid_description", f"A description has at most {DESCRIPTION_MAX_CHARS} characters."
         )
-    members = body.get("members") or []
+    members = body.get("members")
+    members = [] if members is None else members
     if not isinstance(members, list) or len(members) > MAX_INITIAL_MEMBERS:
         raise bad_input(
             "invalid_members", f"members must be a list of at most {MAX_INITIAL_MEMBERS} usernames."

@@ -28,6 +28,8 @@ class PasswordHasher:
                 return False
             except argon2.exceptions.InvalidHashError:
                 return False
+            except UnicodeEncodeError:
+                return False  # a lone surrogate: no password we stored can match it
 
         ok = await asyncio.to_thread(check)
         return ok and password_hash is not None

@@ -37,7 +37,7 @@ async def json_object(request: web.Request) -> dict[str, Any]:
         raise ApiError(408, "body_timeout", "The request body arrived too slowly.") from None
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # [[[[... nests past the stack
         raise bad_input("invalid_json", "The request body must be valid JSON.") from None
     if not isinstance(body, dict):
         raise bad_input("invalid_json", "The request body must be a JSON object.")
