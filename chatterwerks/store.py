@@ -46,7 +46,8 @@ async def channel_with_members(
         raise channel_not_found()
     channel = channel_json(row)
     members = await conn.fetch(QUERIES.channel_members, channel_id, user_id)
-    channel["members"] = [user_json(member) for member in members]
+    # A member is a User plus their role, so a client can show the moderator.
+    channel["members"] = [{**user_json(member), "role": member["role"]} for member in members]
     return channel
 
 

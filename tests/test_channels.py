@@ -226,3 +226,23 @@ async def test_user_search(make_user):
 async def test_user_search_is_capped_at_50(make_user, count):
     users = [await make_user(f"many{i:03d}") for i in range(count)]
     assert len((await users[0].get("/api/users?q=many"))["users"]) == 50
+
+
+async def test_newcomers_start_with_history_read(make_user, home_id):
+    alice = await make_user("alice")
+    for i in range(4):
+        await alice.send(home_id, f"old {i}")
+    cid = (await alice.post("/api/channels", {"name": "g"}, expect=201))["channel"]["id"]
+    for i in range(3):
+        await alice.send(cid, f"before bob {i}")
+    bob = await make_user("bob")
+    home = next(c for c in (await bob.get("/api/channels"))["channels"] if c["kind"] == "home")
+    assert home["unread"] == 1  # only Otter's welcome to bob
+    body = await alice.post(f"/api/channels/{cid}/members", {"username": "bob"}, expect=200)
+    roles = {m["username"]: m["role"] for m in body["channel"]["members"]}
+    assert roles == {"alice": "moderator", "bob": "member"}
+    group = next(c for c in (await bob.get("/api/channels"))["channels"] if c["id"] == cid)
+    assert (group["last_seq"], group["unread"]) == (3, 0)
+    await alice.send(cid, "after bob")
+    group = next(c for c in (await bob.get("/api/channels"))["channels"] if c["id"] == cid)
+    assert group["unread"] == 1

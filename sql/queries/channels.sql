@@ -33,19 +33,20 @@ RETURNING id;
 
 -- name: subscribe
 -- Adds user $2 to channel $1 with role $3; joined_seq marks where their
--- events begin. Returns nothing if they already were a member.
+-- events begin, and what came before counts as read (a newcomer is not
+-- greeted by the whole history as unread). Nothing if already a member.
 WITH added AS (
-    INSERT INTO subscriptions (channel_id, user_id, role, joined_seq)
-    SELECT c.id, $2, $3, c.last_seq FROM channels c WHERE c.id = $1
+    INSERT INTO subscriptions (channel_id, user_id, role, joined_seq, last_read_seq)
+    SELECT c.id, $2, $3, c.last_seq, c.last_seq FROM channels c WHERE c.id = $1
     ON CONFLICT (user_id, channel_id) DO NOTHING
     RETURNING user_id
 )
 SELECT pg_notify('chatterwerks', 'u:' || user_id) FROM added;
 
 -- name: subscribe_home
--- Registration: the new user joins Home.
-INSERT INTO subscriptions (channel_id, user_id, role, joined_seq)
-SELECT c.id, $1, 'member', c.last_seq FROM channels c WHERE c.kind = 'home'
+-- Registration: the new user joins Home, its history counted as read.
+INSERT INTO subscriptions (channel_id, user_id, role, joined_seq, last_read_seq)
+SELECT c.id, $1, 'member', c.last_seq, c.last_seq FROM channels c WHERE c.kind = 'home'
 RETURNING channel_id;
 
 -- name: membership_for_update
