@@ -46,10 +46,10 @@ async def list_messages(request: web.Request) -> web.Response:
         settings = request.app[keys.SETTINGS]
         wait = query_seconds(request, "wait", 0.0, settings.poll_max_timeout)
         _check_poll_cap(request, user_id)
-        messages = await events.poll_channel(
+        body = await events.poll_channel(
             request.app[keys.POOL], request.app[keys.HUB], user_id, channel_id, after, wait, limit
         )
-        return web.json_response({"messages": messages})
+        return web.Response(text=body, content_type="application/json")
     before = query_int(request, "before", INT64_MAX, minimum=1)
     async with request.app[keys.POOL].acquire() as conn:
         messages, has_more = await store.history(conn, channel_id, user_id, before, limit)
@@ -96,11 +96,12 @@ async def poll_events(request: web.Request) -> web.Response:
         request, "timeout", settings.poll_default_timeout, settings.poll_max_timeout
     )
     _check_poll_cap(request, current_user(request)["id"])
-    answer = await events.poll_events(
+    body = await events.poll_events(
         request.app[keys.POOL],
         request.app[keys.HUB],
         current_user(request)["id"],
         request.query.get("cursor"),
         timeout,
     )
-    return web.json_response(answer)
+    # The body is assembled from JSON serialised once per message (hub.py).
+    return web.Response(text=body, content_type="application/json")

@@ -19,6 +19,7 @@ from chatterwerks.errors import error_middleware
 from chatterwerks.hub import Hub
 from chatterwerks.passwords import PasswordHasher
 from chatterwerks.ratelimit import Limiters
+from chatterwerks.sessions import SessionCache
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
-    hub = Hub(app[keys.DATABASE_URL], app[keys.POOL])
+    hub = Hub(app[keys.DATABASE_URL], app[keys.POOL], on_sessions_changed=app[keys.SESSIONS].forget)
     app[keys.HUB] = hub
     await hub.start()
     try:
@@ -91,6 +92,7 @@ async def create_app(settings: Settings | None = None) -> web.Application:
     )
     app[keys.SETTINGS] = settings
     app[keys.HASHER] = PasswordHasher(settings.argon2_time_cost, settings.argon2_memory_kib)
+    app[keys.SESSIONS] = SessionCache()
     app[keys.LIMITERS] = Limiters(
         settings.limit_login_address,
         settings.limit_login_username,

@@ -74,11 +74,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         )
 
     digest = token_hash(token)
-    async with request.app[keys.POOL].acquire() as conn:
-        row = await conn.fetchrow(
-            QUERIES.session_user, digest, request.app[keys.SETTINGS].session_idle_days
-        )
-    if row is None:
+    user = await _session_user(request.app, digest)
+    if user is None:
         raise ApiError(
             401, "invalid_token", "This session has ended or never existed; sign in again."
         )
@@ -90,9 +87,28 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 f"A cookie-authenticated {request.method} needs the header "
                 f"'{CSRF_HEADER}: {CSRF_HEADER_VALUE}' from this site.",
             )
-    request[USER] = dict(row)
+    request[USER] = user
     request[TOKEN_HASH] = digest
     return await handler(request)
+
+
+async def _session_user(app: web.Application, digest: bytes) -> dict[str, Any] | None:
+    sessions = app[keys.SESSIONS]
+    trusted = app[keys.HUB].connected.is_set()
+    user = sessions.get(digest) if trusted else None
+    if user is not None:
+        return user
+    version = sessions.version()
+    async with app[keys.POOL].acquire() as conn:
+        row = await conn.fetchrow(
+            QUERIES.session_user, digest, app[keys.SETTINGS].session_idle_days
+        )
+    if row is None:
+        return None
+    user = {"id": row["id"], "username": row["username"], "is_bot": row["is_bot"]}
+    if trusted:
+        sessions.put(digest, user, row["expires_at"], version)
+    return user
 
 
 def current_user(request: web.Request) -> dict[str, Any]:

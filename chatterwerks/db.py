@@ -84,7 +84,16 @@ async def create_pool(url: str, min_size: int, max_size: int) -> asyncpg.Pool:
         timeout=5,
         # A query that runs this long is a fault, not a workload.
         command_timeout=30,
+        reset=_rollback_if_needed,
     )
+
+
+async def _rollback_if_needed(conn: asyncpg.Connection) -> None:
+    """Pool reset: asyncpg's default (RESET ALL, UNLISTEN *, CLOSE ALL, ...) is a
+    round trip per release, undoing state this app never sets; the LISTEN
+    connection is not pooled. A transaction left open is still rolled back."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 def migration_files(directory: Path = SQL_DIR) -> list[tuple[int, str, Path]]:

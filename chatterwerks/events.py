@@ -13,16 +13,17 @@ import asyncio
 import base64
 import binascii
 import dataclasses
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
-from chatterwerks import store
 from chatterwerks.db import QUERIES
 from chatterwerks.errors import ApiError
-from chatterwerks.hub import Hub, Waiter
-from chatterwerks.shapes import channel_json, message_json
+from chatterwerks.hub import CachedMessage, Hub, Membership, UserState, Waiter
+from chatterwerks.shapes import channel_json
+from chatterwerks.store import channel_not_found
 
 CURSOR_VERSION = 1
 # aiohttp (like most proxies) caps a request line at 8 KiB; a cursor is about
@@ -124,79 +125,95 @@ async def current_cursor(conn: asyncpg.Connection, user_id: int) -> str:
     )
 
 
-async def _full_read(
-    pool: asyncpg.Pool, user_id: int, cursor: Cursor
-) -> tuple[Cursor, list[dict[str, Any]]]:
-    """Everything that happened past the cursor, read from the database."""
+async def _user_state(
+    pool: asyncpg.Pool, hub: Hub, user_id: int
+) -> tuple[UserState, dict[int, int]]:
+    """The user's memberships and their channels' newest seqs: from the hub's
+    caches when they hold them (no database at all), else read and cached."""
+    state = hub.user_state(user_id)
+    if state is not None:
+        last_seqs = {channel_id: hub.channel_seqs.get(channel_id) for channel_id in state}
+        if None not in last_seqs.values():
+            return state, last_seqs  # type: ignore[return-value]
+    version = hub.snapshot_version(user_id)
     async with pool.acquire() as conn:
-        state = {row["channel_id"]: row for row in await conn.fetch(QUERIES.sync_state, user_id)}
-        events: list[dict[str, Any]] = []
-        cursor = dict(cursor)
-        for channel_id, position in list(cursor.items()):
-            row = state.get(channel_id)
-            if row is None or row["subscription_id"] != position.subscription_id:
-                del cursor[channel_id]
-                events.append({"type": "channel_removed", "channel_id": channel_id})
-        added = [channel_id for channel_id in state if channel_id not in cursor]
-        if added:
-            for row in await conn.fetch(QUERIES.channels_by_ids, user_id, added):
-                cursor[row["id"]] = Position(
-                    row["subscription_id"], row["joined_seq"], row["last_read_seq"]
-                )
-                events.append({"type": "channel_added", "channel": channel_json(row)})
-        for channel_id, position in cursor.items():
-            row = state.get(channel_id)
-            if row is not None and row["last_read_seq"] > position.read_seq:
-                position.read_seq = row["last_read_seq"]
-                events.append({"type": "read", "channel_id": channel_id, "seq": position.read_seq})
-        behind = sorted(
-            channel_id
-            for channel_id, position in cursor.items()
-            if channel_id in state and state[channel_id]["last_seq"] > position.seq
+        rows = await conn.fetch(QUERIES.sync_state, user_id)
+    state = {
+        row["channel_id"]: Membership(
+            row["subscription_id"], row["joined_seq"], row["last_read_seq"]
         )
-        if behind:
-            rows = await conn.fetch(
-                QUERIES.messages_after_many,
-                behind,
-                [cursor[channel_id].seq for channel_id in behind],
-                PAGE_PER_CHANNEL,
+        for row in rows
+    }
+    last_seqs = {row["channel_id"]: row["last_seq"] for row in rows}
+    hub.remember(user_id, version, state, last_seqs)
+    return state, last_seqs
+
+
+async def _messages(hub: Hub, channel_id: int, after: int, upto: int) -> list[CachedMessage]:
+    """Messages after seq `after`, up to `upto`, from the shared cache when it
+    has them: one database read serves every poll of this process."""
+    if upto <= after:
+        return []
+    cached = hub.cache.cached(channel_id, after, upto)
+    if cached:
+        return cached
+    if hub.prefetching(channel_id) and hub.cache.newest(channel_id) == after:
+        return []  # the next message is being read; its arrival wakes us
+    return await hub.cache.range(channel_id, after, upto)
+
+
+async def _sync(
+    pool: asyncpg.Pool, hub: Hub, user_id: int, cursor: Cursor
+) -> tuple[Cursor, list[str]]:
+    """Everything past the cursor: a new cursor and the events, as JSON."""
+    state, last_seqs = await _user_state(pool, hub, user_id)
+    cursor = {channel_id: dataclasses.replace(p) for channel_id, p in cursor.items()}
+    events: list[str] = []
+    for channel_id, position in list(cursor.items()):
+        membership = state.get(channel_id)
+        if membership is None or membership.subscription_id != position.subscription_id:
+            del cursor[channel_id]
+            events.append(json.dumps({"type": "channel_removed", "channel_id": channel_id}))
+    added = [channel_id for channel_id in state if channel_id not in cursor]
+    if added:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(QUERIES.channels_by_ids, user_id, added)
+        for row in rows:
+            cursor[row["id"]] = Position(
+                row["subscription_id"], row["joined_seq"], row["last_read_seq"]
             )
-            for row in rows[:PAGE_MESSAGES]:
-                cursor[row["channel_id"]].seq = row["seq"]
-                events.append({"type": "message", "message": message_json(row)})
+            last_seqs[row["id"]] = max(last_seqs.get(row["id"], 0), row["last_seq"])
+            events.append(json.dumps({"type": "channel_added", "channel": channel_json(row)}))
+    for channel_id, position in cursor.items():
+        membership = state.get(channel_id)
+        if membership is not None and membership.last_read_seq > position.read_seq:
+            position.read_seq = membership.last_read_seq
+            events.append(
+                json.dumps({"type": "read", "channel_id": channel_id, "seq": position.read_seq})
+            )
+    budget = PAGE_MESSAGES
+    for channel_id in sorted(cursor):
+        position = cursor[channel_id]
+        upto = min(last_seqs[channel_id], position.seq + min(PAGE_PER_CHANNEL, budget))
+        for message in await _messages(hub, channel_id, position.seq, upto):
+            position.seq = message.seq
+            events.append('{"type": "message", "message": ' + message.json + "}")
+            budget -= 1
+        if budget <= 0:
+            break
     return cursor, events
 
 
-async def _notified_messages(
-    hub: Hub, cursor: Cursor, notified: dict[int, int]
-) -> list[dict[str, Any]]:
-    """The messages announced by NOTIFY, from the shared cache (one read per process)."""
-    events = []
-    for channel_id, seq in sorted(notified.items()):
-        position = cursor.get(channel_id)
-        if position is None or seq <= position.seq:
-            continue
-        upto = min(seq, position.seq + PAGE_PER_CHANNEL)
-        for message in await hub.cache.range(channel_id, position.seq, upto):
-            position.seq = message["seq"]
-            events.append({"type": "message", "message": message})
-    return events
-
-
-Read = Callable[[bool, dict[int, int]], Awaitable[Any]]
+Read = Callable[[], Awaitable[Any]]
 
 
 async def _long_poll(hub: Hub, waiter: Waiter, timeout: float, read: Read) -> Any:
     """Reads, then sleeps and reads again until read() finds something (its
-    result), time runs out or the server shuts down (None).
-
-    read(full, notified) re-reads the database when full, else only what the
-    notifications announced (from the shared cache)."""
+    result), time runs out or the server shuts down (None)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    full, notified = True, {}
     while True:
-        found = await read(full, notified)
+        found = await read()
         if found:
             return found
         remaining = deadline - loop.time()
@@ -206,49 +223,46 @@ async def _long_poll(hub: Hub, waiter: Waiter, timeout: float, read: Read) -> An
             if hub.connected.is_set() or remaining <= 0:
                 return None
             # The listener is down, so silence proves nothing: one last read.
-            full, notified, deadline = True, {}, 0.0
-            continue
+            deadline = 0.0
         if hub.closing:
             return None
-        full, notified = waiter.take()
+
+
+def _answer(cursor: str, events: list[str]) -> str:
+    return '{"cursor": "' + cursor + '", "events": [' + ", ".join(events) + "]}"
 
 
 async def poll_events(
     pool: asyncpg.Pool, hub: Hub, user_id: int, cursor_text: str | None, timeout: float
-) -> dict[str, Any]:
+) -> str:
     """GET /api/events: answers at once when anything is past the cursor,
-    else waits for a notification, at most timeout seconds."""
+    else waits for a notification, at most timeout seconds. Returns JSON."""
     if cursor_text is None:
         async with pool.acquire() as conn:
-            return {"cursor": await current_cursor(conn, user_id), "events": []}
+            return _answer(await current_cursor(conn, user_id), [])
     cursor = decode_cursor(cursor_text)
 
-    async def read(full: bool, notified: dict[int, int]) -> dict[str, Any] | None:
-        if full:
-            new_cursor, events = await _full_read(pool, user_id, cursor)
-        else:
-            new_cursor = {k: dataclasses.replace(v) for k, v in cursor.items()}
-            events = await _notified_messages(hub, new_cursor, notified)
-        return {"cursor": encode_cursor(new_cursor), "events": events} if events else None
+    async def read() -> str | None:
+        new_cursor, events = await _sync(pool, hub, user_id, cursor)
+        return _answer(encode_cursor(new_cursor), events) if events else None
 
-    # Register first, then read: a commit between the read and the wait still
-    # finds the waiter.
     with hub.waiting(user_id, cursor) as waiter:
         answer = await _long_poll(hub, waiter, timeout, read)
-    return answer or {"cursor": cursor_text, "events": []}
+    return answer or _answer(cursor_text, [])
 
 
 async def poll_channel(
     pool: asyncpg.Pool, hub: Hub, user_id: int, channel_id: int, after: int, wait: float, limit: int
-) -> list[dict[str, Any]]:
-    """GET /api/channels/{id}/messages?after=SEQ&wait=S: the same, for one channel."""
+) -> str:
+    """GET /api/channels/{id}/messages?after=SEQ&wait=S: the same, for one
+    channel. Returns JSON; a non-member gets the same 404 as everywhere."""
 
-    async def read(full: bool, notified: dict[int, int]) -> list[dict[str, Any]]:
-        if full:
-            async with pool.acquire() as conn:
-                return await store.messages_after(conn, channel_id, user_id, after, limit)
-        upto = min(notified.get(channel_id, after), after + limit)
-        return await hub.cache.range(channel_id, after, upto)
+    async def read() -> list[CachedMessage]:
+        state, last_seqs = await _user_state(pool, hub, user_id)
+        if channel_id not in state:
+            raise channel_not_found()
+        return await _messages(hub, channel_id, after, min(last_seqs[channel_id], after + limit))
 
     with hub.waiting(user_id, (channel_id,)) as waiter:
-        return await _long_poll(hub, waiter, wait, read) or []
+        messages = await _long_poll(hub, waiter, wait, read) or []
+    return '{"messages": [' + ", ".join(message.json for message in messages) + "]}"

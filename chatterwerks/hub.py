@@ -1,21 +1,29 @@
-"""The notification hub: one LISTEN connection per process, and the waiters it wakes.
+"""The notification hub: one LISTEN connection per process, the waiters it
+wakes, and what it learns from the notifications.
 
 PostgreSQL sends a NOTIFY at commit (payloads in sql/queries/channels.sql).
 The hub keeps the long-polls of this process in memory, keyed by channel and
 by user, and wakes only those a notification concerns. A woken waiter reads
-the database (or the shared MessageCache) from its own cursor, so a missed
-notification can cost latency but never a message: after a reconnect every
-waiter is woken to re-read.
+from its own cursor, so a missed notification can cost latency but never a
+message: after a reconnect every waiter is woken to re-read.
+
+While the listener is connected, the notifications also keep three caches
+exact enough to answer most polls without the database: the newest seq of
+each channel, each user's memberships (dropped at any change to them), and
+the recent messages of each channel. A reconnect clears them all, since
+notifications may have been missed meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -30,45 +38,61 @@ APPLICATION_NAME = "chatterwerks-listener"
 
 
 class Waiter:
-    """One parked long-poll: what woke it since it last looked."""
+    """One parked long-poll."""
 
-    __slots__ = ("_future", "channel_ids", "full", "notified", "pending", "user_id")
+    __slots__ = ("_future", "_timer", "channel_ids", "pending", "user_id")
 
     def __init__(self, user_id: int, channel_ids: Iterable[int]) -> None:
         self.user_id = user_id
         self.channel_ids = tuple(channel_ids)
-        # full: re-read everything from the database (a user-level change, a
-        # reconnect, shutdown); notified: channel id -> highest seq announced.
-        self.full = False
-        self.notified: dict[int, int] = {}
-        self.pending = False
-        self._future: asyncio.Future[None] | None = None
+        self.pending = False  # woken since it last looked
+        self._future: asyncio.Future[bool] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def wake(self) -> None:
         self.pending = True
         if self._future is not None and not self._future.done():
-            self._future.set_result(None)
+            self._future.set_result(True)
+
+    def _expire(self) -> None:
+        if self._future is not None and not self._future.done():
+            self._future.set_result(False)
 
     async def wait(self, timeout: float) -> bool:
-        """Sleeps until woken (True) or timeout seconds pass (False)."""
-        if self.pending:
-            return True
-        if timeout <= 0:
-            return False
-        self._future = asyncio.get_running_loop().create_future()
-        try:
-            await asyncio.wait_for(self._future, timeout)
-        except TimeoutError:
-            return self.pending
-        finally:
-            self._future = None
-        return True
+        """Sleeps until woken (True) or timeout seconds pass (False); clears the wake."""
+        if not self.pending and timeout > 0:
+            loop = asyncio.get_running_loop()
+            # One future and one timer handle: lighter than asyncio.wait_for,
+            # which matters with ten thousand polls parked.
+            self._future = loop.create_future()
+            self._timer = loop.call_later(timeout, self._expire)
+            try:
+                await self._future
+            finally:
+                self._timer.cancel()
+                self._future = self._timer = None
+        woken, self.pending = self.pending, False
+        return woken
 
-    def take(self) -> tuple[bool, dict[int, int]]:
-        """What woke this waiter, clearing it: (full re-read needed, {channel: seq})."""
-        full, notified = self.full, self.notified
-        self.full, self.notified, self.pending = False, {}, False
-        return full, notified
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    subscription_id: int
+    joined_seq: int
+    last_read_seq: int
+
+
+UserState = dict[int, Membership]  # channel id -> the user's membership
+
+
+class CachedMessage:
+    """A message, serialised once as JSON for every answer that carries it."""
+
+    __slots__ = ("json", "seq")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.seq: int = data["seq"]
+        self.json = json.dumps(data)
 
 
 class MessageCache:
@@ -81,16 +105,28 @@ class MessageCache:
         self._per_channel = per_channel
         self._max_channels = channels
         # channel id -> messages with consecutive seqs, oldest first
-        self._recent: OrderedDict[int, list[dict[str, Any]]] = OrderedDict()
-        self._loads: dict[tuple[int, int, int], asyncio.Task[list[dict[str, Any]]]] = {}
+        self._recent: OrderedDict[int, list[CachedMessage]] = OrderedDict()
+        self._loads: dict[tuple[int, int, int], asyncio.Task[list[CachedMessage]]] = {}
         self.database_reads = 0  # for tests and the benchmark
 
-    async def range(self, channel_id: int, after: int, upto: int) -> list[dict[str, Any]]:
+    def cached(self, channel_id: int, after: int, upto: int) -> list[CachedMessage] | None:
+        """The cached messages after `after`, up to `upto` (or fewer, if the
+        cache ends sooner); None if the cache does not hold seq after + 1."""
+        recent = self._recent.get(channel_id)
+        if not recent or not recent[0].seq <= after + 1 <= recent[-1].seq:
+            return None
+        first = recent[0].seq
+        return recent[after + 1 - first : upto + 1 - first]
+
+    def clear(self) -> None:
+        self._recent.clear()
+
+    async def range(self, channel_id: int, after: int, upto: int) -> list[CachedMessage]:
         """Messages with after < seq <= upto, oldest first."""
         if upto <= after:
             return []
-        cached = self._slice(channel_id, after, upto)
-        if cached is not None:
+        cached = self.cached(channel_id, after, upto)
+        if cached is not None and (cached and cached[-1].seq == upto):
             return cached
         key = (channel_id, after, upto)
         load = self._loads.get(key)
@@ -101,32 +137,33 @@ class MessageCache:
         # Shielded: one waiter that goes away must not cancel the others' read.
         return await asyncio.shield(load)
 
-    def _slice(self, channel_id: int, after: int, upto: int) -> list[dict[str, Any]] | None:
-        recent = self._recent.get(channel_id)
-        if not recent or recent[0]["seq"] > after + 1 or recent[-1]["seq"] < upto:
-            return None
-        self._recent.move_to_end(channel_id)
-        first = recent[0]["seq"]
-        return recent[after + 1 - first : upto + 1 - first]
-
-    async def _load(self, channel_id: int, after: int, upto: int) -> list[dict[str, Any]]:
+    async def _load(self, channel_id: int, after: int, upto: int) -> list[CachedMessage]:
         self.database_reads += 1
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(QUERIES.messages_range, channel_id, after, upto)
-        messages = [message_json(row) for row in rows]
+        messages = [CachedMessage(message_json(row)) for row in rows]
         self._remember(channel_id, messages)
         return messages
 
-    def _remember(self, channel_id: int, messages: list[dict[str, Any]]) -> None:
+    def newest(self, channel_id: int) -> int | None:
+        recent = self._recent.get(channel_id)
+        return recent[-1].seq if recent else None
+
+    def _remember(self, channel_id: int, messages: list[CachedMessage]) -> None:
         if not messages:
             return
         recent = self._recent.get(channel_id)
-        if recent and recent[0]["seq"] <= messages[0]["seq"] <= recent[-1]["seq"] + 1:
-            # Overlaps or extends what we have: keep one consecutive run.
-            keep = messages[0]["seq"] - recent[0]["seq"]
-            recent = recent[:keep] + messages
-        else:
-            recent = list(messages)
+        if (
+            recent
+            and messages[0].seq <= recent[-1].seq + 1
+            and messages[-1].seq >= recent[0].seq - 1
+        ):
+            # The runs overlap or touch (loads can finish in any order): merge.
+            by_seq = {message.seq: message for message in recent}
+            by_seq.update((message.seq, message) for message in messages)
+            recent = [by_seq[seq] for seq in range(min(by_seq), max(by_seq) + 1)]
+        elif not recent or messages[-1].seq > recent[-1].seq:
+            recent = list(messages)  # a gap between them: keep the newer run
         self._recent[channel_id] = recent[-self._per_channel :]
         self._recent.move_to_end(channel_id)
         while len(self._recent) > self._max_channels:
@@ -134,29 +171,40 @@ class MessageCache:
 
 
 class Hub:
-    """The LISTEN connection of this process and its waiters."""
+    """The LISTEN connection of this process, its waiters and its caches."""
 
     def __init__(
         self,
         database_url: str,
         pool: asyncpg.Pool,
         *,
+        on_sessions_changed: Callable[[int | None], None] = lambda _user_id: None,
         ping_interval: float = 5.0,
         ping_timeout: float = 3.0,
         max_backoff: float = 5.0,
+        max_users: int = 50_000,
     ) -> None:
         self._url = database_url
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._max_backoff = max_backoff
+        self._max_users = max_users
+        # Told of a user's sessions ending (user id), or None: forget them all.
+        self._on_sessions_changed = on_sessions_changed
         self._by_channel: dict[int, set[Waiter]] = {}
         self._by_user: dict[int, set[Waiter]] = {}
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
+        self._prefetching: dict[int, int] = {}  # channel id -> prefetches in flight
+        # The caches; valid only while connected.
+        self.channel_seqs: dict[int, int] = {}
+        self._user_states: OrderedDict[int, UserState] = OrderedDict()
+        self._user_versions: dict[int, int] = {}
         self.cache = MessageCache(pool)
         self.closing = False
         self.connected = asyncio.Event()
-        self.connections_made = 0  # for tests: a reconnect makes it 2
+        self.generation = 0  # one per connection; a cache read in an older one is void
+        self.connections_made = 0
 
     # -- waiters ---------------------------------------------------------
 
@@ -167,56 +215,110 @@ class Hub:
     def polls_of(self, user_id: int) -> int:
         return len(self._by_user.get(user_id, ()))
 
-    def register(self, user_id: int, channel_ids: Iterable[int]) -> Waiter:
-        """Parks a waiter; register BEFORE reading the database (no lost wake-ups)."""
+    @contextlib.contextmanager
+    def waiting(self, user_id: int, channel_ids: Iterable[int]) -> Iterator[Waiter]:
+        """A waiter registered for the length of a long-poll. Register BEFORE
+        reading: a commit between the read and the wait still finds it."""
         waiter = Waiter(user_id, channel_ids)
         self._by_user.setdefault(user_id, set()).add(waiter)
         for channel_id in waiter.channel_ids:
             self._by_channel.setdefault(channel_id, set()).add(waiter)
-        if self.closing:
-            waiter.full = True
-            waiter.wake()
-        return waiter
-
-    @contextlib.contextmanager
-    def waiting(self, user_id: int, channel_ids: Iterable[int]) -> Iterator[Waiter]:
-        """A registered waiter for the length of a long-poll."""
-        waiter = self.register(user_id, channel_ids)
         try:
             yield waiter
         finally:
-            self.unregister(waiter)
-
-    def unregister(self, waiter: Waiter) -> None:
-        _discard(self._by_user, waiter.user_id, waiter)
-        for channel_id in waiter.channel_ids:
-            _discard(self._by_channel, channel_id, waiter)
+            _discard(self._by_user, user_id, waiter)
+            for channel_id in waiter.channel_ids:
+                _discard(self._by_channel, channel_id, waiter)
 
     def wake_all(self) -> None:
         """Every waiter re-reads from its cursor (after a reconnect, at shutdown)."""
         for waiters in self._by_user.values():
             for waiter in waiters:
-                waiter.full = True
                 waiter.wake()
+
+    # -- the caches ------------------------------------------------------
+
+    def user_state(self, user_id: int) -> UserState | None:
+        if not self.connected.is_set():
+            return None
+        state = self._user_states.get(user_id)
+        if state is not None:
+            self._user_states.move_to_end(user_id)
+        return state
+
+    def snapshot_version(self, user_id: int) -> tuple[int, int]:
+        """Take before a database read whose result is to be remembered."""
+        return self.generation, self._user_versions.get(user_id, 0)
+
+    def remember(
+        self,
+        user_id: int,
+        version: tuple[int, int],
+        state: UserState,
+        last_seqs: dict[int, int],
+    ) -> None:
+        """Caches a user's memberships and their channels' newest seqs, read
+        from the database, unless something changed since the read began."""
+        if not self.connected.is_set() or version != self.snapshot_version(user_id):
+            return
+        for channel_id, seq in last_seqs.items():
+            if seq > self.channel_seqs.get(channel_id, -1):
+                self.channel_seqs[channel_id] = seq
+        self._user_states[user_id] = state
+        self._user_states.move_to_end(user_id)
+        while len(self._user_states) > self._max_users:
+            self._user_states.popitem(last=False)
+
+    def prefetching(self, channel_id: int) -> bool:
+        return channel_id in self._prefetching
+
+    def _clear_caches(self) -> None:
+        self.channel_seqs.clear()
+        self._user_states.clear()
+        self._user_versions.clear()
+        self.cache.clear()
+        self._on_sessions_changed(None)
+
+    # -- notifications ---------------------------------------------------
 
     def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         kind, _, rest = payload.partition(":")
         try:
             if kind == "m":
                 channel_text, _, seq_text = rest.partition(":")
-                channel_id, seq = int(channel_text), int(seq_text)
-                for waiter in self._by_channel.get(channel_id, ()):
-                    if seq > waiter.notified.get(channel_id, 0):
-                        waiter.notified[channel_id] = seq
-                    waiter.wake()
+                self._message_committed(int(channel_text), int(seq_text))
             elif kind == "u":
-                for waiter in self._by_user.get(int(rest), ()):
-                    waiter.full = True
+                user_id = int(rest)
+                # Its memberships or read markers changed: forget them, and make
+                # any read that began before now unfit to be remembered.
+                self._user_versions[user_id] = self._user_versions.get(user_id, 0) + 1
+                self._user_states.pop(user_id, None)
+                for waiter in self._by_user.get(user_id, ()):
                     waiter.wake()
+            elif kind == "s":
+                self._on_sessions_changed(int(rest))
             else:
                 log.warning("ignoring notification %r", payload)
         except ValueError:
             log.warning("ignoring malformed notification %r", payload)
+
+    def _message_committed(self, channel_id: int, seq: int) -> None:
+        if seq > self.channel_seqs.get(channel_id, -1):
+            self.channel_seqs[channel_id] = seq
+        if channel_id in self._by_channel:
+            # Read the message once for every waiter here, then wake them.
+            self._prefetching[channel_id] = self._prefetching.get(channel_id, 0) + 1
+            task = asyncio.create_task(self.cache.range(channel_id, seq - 1, seq))
+            task.add_done_callback(lambda done: self._prefetched(channel_id, done))
+
+    def _prefetched(self, channel_id: int, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("prefetch of channel %d failed: %r", channel_id, task.exception())
+        left = self._prefetching.pop(channel_id) - 1
+        if left:
+            self._prefetching[channel_id] = left
+        for waiter in self._by_channel.get(channel_id, ()):
+            waiter.wake()
 
     # -- the connection --------------------------------------------------
 
@@ -229,10 +331,8 @@ class Hub:
         self.wake_all()
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def _run(self) -> None:
         failures = 0
@@ -252,17 +352,21 @@ class Hub:
                 conn.add_termination_listener(lambda _conn: self._lost.set())
                 await conn.add_listener(CHANNEL, self._on_notification)
                 self.connections_made += 1
-                if failures or self.connections_made > 1:
+                if self.connections_made > 1:
                     log.info("listener reconnected; waking every waiter to re-read")
                 failures = 0
+                # Whatever was notified while we were not listening is in the
+                # database, not in the caches: start them afresh.
+                self.generation += 1
+                self._clear_caches()
                 self.connected.set()
-                # Anything notified while we were not listening is in the database.
                 self.wake_all()
                 await self._watch(conn)
             except CONNECTION_ERRORS as exc:
                 log.warning("listener connection lost: %r", exc)
             finally:
                 self.connected.clear()
+                self.generation += 1
                 conn.terminate()
             failures += 1
             await asyncio.sleep(min(self._max_backoff, 0.05 * 2**failures))

@@ -9,6 +9,7 @@ from chatterwerks.config import Settings
 from chatterwerks.hub import Hub
 from chatterwerks.passwords import PasswordHasher
 from chatterwerks.ratelimit import Limiters
+from chatterwerks.sessions import SessionCache
 
 SETTINGS = web.AppKey("settings", Settings)
 DATABASE_URL = web.AppKey("database_url", str)
@@ -17,3 +18,4 @@ HUB = web.AppKey("hub", Hub)
 HASHER = web.AppKey("hasher", PasswordHasher)
 OTTER_ID = web.AppKey("otter_id", int)
 LIMITERS = web.AppKey("limiters", Limiters)
+SESSIONS = web.AppKey("sessions", SessionCache)

@@ -168,13 +168,6 @@ async def history(
     return [message_json(row, channel_id) for row in page], has_more
 
 
-async def messages_after(
-    conn: asyncpg.Connection, channel_id: int, user_id: int, after: int, limit: int
-) -> list[dict[str, Any]]:
-    rows = await conn.fetch(QUERIES.messages_after_for_member, channel_id, user_id, after, limit)
-    return [message_json(row, channel_id) for row in _member_rows(rows)]
-
-
 async def mark_read(conn: asyncpg.Connection, channel_id: int, user_id: int, seq: int) -> None:
     row = await conn.fetchrow(QUERIES.mark_read, channel_id, user_id, seq)
     if not row["is_member"]:

@@ -126,6 +126,10 @@ async def test_backlog_comes_in_bounded_pages(make_user, app, home_id):
                 alice.id,
             )
             await conn.execute("UPDATE channels SET last_seq = 250 WHERE id = $1", cid)
+            # As send_message would: tell every process that the channel moved.
+            await conn.execute(
+                "SELECT pg_notify('chatterwerks', 'm:' || $1::bigint || ':250')", cid
+            )
     seen = defaultdict(list)
     answers = 0
     while True:
@@ -258,6 +262,32 @@ async def test_one_message_wakes_many_waiters_with_one_read(app, make_user, home
     answers = await asyncio.wait_for(asyncio.gather(*polls), 5)
     assert all(messages_of(a) == [sent] for a in answers)
     assert hub.cache.database_reads - reads_before == 1
+
+
+async def test_steady_state_poll_needs_no_database(app, make_user, home_id, monkeypatch):
+    """A poll at the head of its channels is answered from what the listener
+    has told this process: no query for the session, the memberships or the
+    channels' newest seqs. One message then costs one read for all polls."""
+    users = [await make_user(f"quiet{i}") for i in range(3)]
+    cursors = [await cursor_of(u) for u in users]
+    for user, cursor in zip(users, cursors, strict=True):
+        await poll(user, cursor, timeout=0)  # warms the caches
+    acquired = []
+    real_acquire = asyncpg.Pool.acquire
+
+    def counting_acquire(self, *args, **kwargs):
+        acquired.append(1)
+        return real_acquire(self, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Pool, "acquire", counting_acquire)
+    polls = [asyncio.create_task(poll(u, c)) for u, c in zip(users, cursors, strict=True)]
+    await wait_until(lambda: app[keys.HUB].waiter_count == 3)
+    await asyncio.sleep(0.1)
+    assert acquired == []
+    sent = await users[0].send(home_id, "one read for all")  # the send itself: one acquire
+    answers = await asyncio.wait_for(asyncio.gather(*polls), 5)
+    assert all(messages_of(a) == [sent] for a in answers)
+    assert len(acquired) == 2  # the send, and one read of the message for three polls
 
 
 async def test_exactly_once_under_load(make_user):
@@ -423,6 +453,13 @@ async def test_two_server_processes_deliver_to_each_other(settings, make_user, h
             )
             assert response.status == 201
             assert [m["text"] for m in messages_of(await asyncio.wait_for(waiting, 5))] == ["back"]
+            # Logging out here ends the session there at once, though the
+            # other process had it cached.
+            response = await other.get("/api/me", headers=bob.headers)
+            assert response.status == 200
+            await bob.post("/api/logout", expect=204)
+            response = await other.get("/api/me", headers=bob.headers)
+            assert response.status == 401
     finally:
         stop_server(process)
 

@@ -1,6 +1,7 @@
 -- Notifications go to one channel, 'chatterwerks', with a tiny payload:
 --   'm:<channel_id>:<seq>'  a message was committed in a channel
 --   'u:<user_id>'           that user's channel list or read markers changed
+--   's:<user_id>'           some of that user's sessions ended (sessions.sql)
 -- NOTIFY is delivered at commit, so a woken reader always finds the row.
 
 -- name: list_channels

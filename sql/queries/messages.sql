@@ -42,47 +42,16 @@ LEFT JOIN LATERAL (
 LEFT JOIN users u ON u.id = m.author_id
 ORDER BY m.seq DESC;
 
--- name: messages_after_for_member
--- Messages of channel $1 after seq $3, oldest first, at most $4, with the
--- same is_member row as history.
-SELECT s.user_id IS NOT NULL AS is_member,
-       m.id, m.seq, m.text, m.created_at,
-       u.id AS author_id, u.username AS author_username, u.is_bot AS author_is_bot
-FROM (SELECT 1) AS one
-LEFT JOIN subscriptions s ON s.channel_id = $1 AND s.user_id = $2
-LEFT JOIN LATERAL (
-    SELECT * FROM messages
-    WHERE channel_id = $1 AND seq > $3 AND s.user_id IS NOT NULL
-    ORDER BY seq
-    LIMIT $4
-) m ON true
-LEFT JOIN users u ON u.id = m.author_id
-ORDER BY m.seq;
-
 -- name: messages_range
 -- Messages of channel $1 with $2 < seq <= $3, oldest first. No membership
--- check: the hub's cache calls it for readers whose membership it has seen.
+-- check: the hub's cache calls it for long-polls whose membership it has
+-- checked (events.py).
 SELECT m.id, m.channel_id, m.seq, m.text, m.created_at,
        u.id AS author_id, u.username AS author_username, u.is_bot AS author_is_bot
 FROM messages m
 JOIN users u ON u.id = m.author_id
 WHERE m.channel_id = $1 AND m.seq > $2 AND m.seq <= $3
 ORDER BY m.seq;
-
--- name: messages_after_many
--- For each (channel, seq) pair, the messages after that seq, at most $3 per
--- channel: one round trip for an events poll that is behind on many channels.
-SELECT m.id, m.channel_id, m.seq, m.text, m.created_at,
-       u.id AS author_id, u.username AS author_username, u.is_bot AS author_is_bot
-FROM unnest($1::bigint[], $2::bigint[]) AS w(channel_id, after_seq)
-CROSS JOIN LATERAL (
-    SELECT * FROM messages
-    WHERE channel_id = w.channel_id AND seq > w.after_seq
-    ORDER BY seq
-    LIMIT $3
-) m
-JOIN users u ON u.id = m.author_id
-ORDER BY m.channel_id, m.seq;
 
 -- name: sync_state
 -- What an events poll compares its cursor with: each membership of the user,

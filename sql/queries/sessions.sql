@@ -17,12 +17,17 @@ WITH live AS (
     FROM live
     WHERE s.token_hash = live.token_hash AND live.last_seen_at < now() - interval '1 minute'
 )
-SELECT u.id, u.username, u.is_bot
+SELECT u.id, u.username, u.is_bot, s.expires_at
 FROM live
+JOIN sessions s ON s.token_hash = live.token_hash
 JOIN users u ON u.id = live.user_id;
 
 -- name: delete_session
-DELETE FROM sessions WHERE token_hash = $1;
+-- Ends one session, and tells every process to drop it from its cache.
+WITH deleted AS (
+    DELETE FROM sessions WHERE token_hash = $1 RETURNING user_id
+)
+SELECT pg_notify('chatterwerks', 's:' || user_id) FROM deleted;
 
 -- name: password_hash_of
 SELECT password_hash FROM users WHERE id = $1;
@@ -32,6 +37,8 @@ SELECT password_hash FROM users WHERE id = $1;
 -- the change, $3, stays signed in).
 WITH changed AS (
     UPDATE users SET password_hash = $2 WHERE id = $1 RETURNING id
+), ended AS (
+    DELETE FROM sessions
+    WHERE user_id = (SELECT id FROM changed) AND token_hash <> $3
 )
-DELETE FROM sessions
-WHERE user_id = (SELECT id FROM changed) AND token_hash <> $3;
+SELECT pg_notify('chatterwerks', 's:' || id) FROM changed;
