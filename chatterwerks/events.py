@@ -4,7 +4,8 @@ per-channel ?after=&wait= form. See ARCHITECTURE.md, "Delivery".
 The events cursor is held by the client, so any process can answer any poll.
 It records, per subscribed channel: the membership id (a re-join is a new
 membership), the last seq delivered, and the last read marker reported.
-A poll compares it with the database and answers the difference.
+A poll compares it with the database, or with the hub's caches of it while
+the listener is connected, and answers the difference.
 """
 
 from __future__ import annotations
