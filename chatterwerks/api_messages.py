@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from aiohttp import web
 
@@ -65,16 +64,18 @@ async def send_message(request: web.Request) -> web.Response:
     if wait := app[keys.LIMITERS].messages_user.take(author["id"]):
         raise rate_limited(wait, "You are sending messages too fast; wait a moment.")
 
-    async def send() -> dict[str, Any]:
+    async def send() -> str:
         async with app[keys.POOL].acquire() as conn:
-            message, sent = await store.send_message(conn, channel_id, author, text)
+            sent = await store.send_message(conn, channel_id, author["id"], text)
             await store.otter_reply(conn, app[keys.OTTER_ID], sent, author["id"], text)
-        return message
+        return sent["json"]
 
     # Shielded: a client that hangs up mid-request does not undo its message
     # (nor skip Otter's reply); the task runs to the end either way.
     message = await asyncio.shield(asyncio.ensure_future(send()))
-    return web.json_response({"message": message}, status=201)
+    return web.Response(
+        text='{"message": ' + message + "}", status=201, content_type="application/json"
+    )
 
 
 @routes.post("/api/channels/{id}/read")

@@ -90,9 +90,9 @@ class CachedMessage:
 
     __slots__ = ("json", "seq")
 
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.seq: int = data["seq"]
-        self.json = json.dumps(data)
+    def __init__(self, seq: int, json_text: str) -> None:
+        self.seq = seq
+        self.json = json_text
 
 
 class MessageCache:
@@ -141,9 +141,13 @@ class MessageCache:
         self.database_reads += 1
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(QUERIES.messages_range, channel_id, after, upto)
-        messages = [CachedMessage(message_json(row)) for row in rows]
+        messages = [CachedMessage(row["seq"], json.dumps(message_json(row))) for row in rows]
         self._remember(channel_id, messages)
         return messages
+
+    def add(self, channel_id: int, message: CachedMessage) -> None:
+        """A message that arrived in its NOTIFY payload."""
+        self._remember(channel_id, [message])
 
     def newest(self, channel_id: int) -> int | None:
         recent = self._recent.get(channel_id)
@@ -284,9 +288,14 @@ class Hub:
     def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         kind, _, rest = payload.partition(":")
         try:
-            if kind == "m":
+            if kind == "M":
+                channel_text, seq_text, message_json_text = rest.split(":", 2)
+                channel_id, seq = int(channel_text), int(seq_text)
+                self.cache.add(channel_id, CachedMessage(seq, message_json_text))
+                self._message_committed(channel_id, seq, prefetch=False)
+            elif kind == "m":
                 channel_text, _, seq_text = rest.partition(":")
-                self._message_committed(int(channel_text), int(seq_text))
+                self._message_committed(int(channel_text), int(seq_text), prefetch=True)
             elif kind == "u":
                 user_id = int(rest)
                 # Its memberships or read markers changed: forget them, and make
@@ -298,18 +307,23 @@ class Hub:
             elif kind == "s":
                 self._on_sessions_changed(int(rest))
             else:
-                log.warning("ignoring notification %r", payload)
+                log.warning("ignoring notification %r", payload[:100])
         except ValueError:
-            log.warning("ignoring malformed notification %r", payload)
+            log.warning("ignoring malformed notification %r", payload[:100])
 
-    def _message_committed(self, channel_id: int, seq: int) -> None:
+    def _message_committed(self, channel_id: int, seq: int, *, prefetch: bool) -> None:
         if seq > self.channel_seqs.get(channel_id, -1):
             self.channel_seqs[channel_id] = seq
-        if channel_id in self._by_channel:
-            # Read the message once for every waiter here, then wake them.
-            self._prefetching[channel_id] = self._prefetching.get(channel_id, 0) + 1
-            task = asyncio.create_task(self.cache.range(channel_id, seq - 1, seq))
-            task.add_done_callback(lambda done: self._prefetched(channel_id, done))
+        if channel_id not in self._by_channel:
+            return
+        if not prefetch:  # the message came in the payload: wake its readers now
+            for waiter in self._by_channel[channel_id]:
+                waiter.wake()
+            return
+        # Read the message once for every waiter here, then wake them.
+        self._prefetching[channel_id] = self._prefetching.get(channel_id, 0) + 1
+        task = asyncio.create_task(self.cache.range(channel_id, seq - 1, seq))
+        task.add_done_callback(lambda done: self._prefetched(channel_id, done))
 
     def _prefetched(self, channel_id: int, task: asyncio.Task[Any]) -> None:
         if not task.cancelled() and task.exception() is not None:

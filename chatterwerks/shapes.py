@@ -42,5 +42,6 @@ def message_json(row: Row, channel_id: int | None = None) -> dict[str, Any]:
         "seq": row["seq"],
         "author": user_json(row, "author_"),
         "text": row["text"],
-        "created_at": row["created_at"].isoformat(),
+        # Always with microseconds, as sql/003_message_json.sql writes it.
+        "created_at": row["created_at"].isoformat(timespec="microseconds"),
     }

@@ -34,7 +34,7 @@ async def create_user(
         if row is None:
             return None
         home_id = await conn.fetchval(QUERIES.subscribe_home, row["id"])
-        await conn.fetchrow(QUERIES.send_message, home_id, otter_id, welcome)
+        await send_message(conn, home_id, otter_id, welcome)
     return user_json(row)
 
 
@@ -134,21 +134,14 @@ async def open_direct(
 
 
 async def send_message(
-    conn: asyncpg.Connection, channel_id: int, author: dict[str, Any], text: str
-) -> tuple[dict[str, Any], asyncpg.Record]:
-    """Commits one message; returns it and the channel facts Otter needs."""
-    row = await conn.fetchrow(QUERIES.send_message, channel_id, author["id"], text)
+    conn: asyncpg.Connection, channel_id: int, author_id: int, text: str
+) -> asyncpg.Record:
+    """Commits one message. The row has the message as JSON (`json`), and the
+    channel facts Otter needs (`kind`, `direct_low`, `direct_high`)."""
+    row = await conn.fetchrow(QUERIES.send_message, channel_id, author_id, text)
     if row is None:
         raise channel_not_found()
-    message = {
-        "id": row["id"],
-        "channel_id": row["channel_id"],
-        "seq": row["seq"],
-        "author": dict(author),
-        "text": text,
-        "created_at": row["created_at"].isoformat(),
-    }
-    return message, row
+    return row
 
 
 def _member_rows(rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
@@ -176,15 +169,12 @@ async def mark_read(conn: asyncpg.Connection, channel_id: int, user_id: int, seq
 
 async def otter_reply(
     conn: asyncpg.Connection, otter_id: int, sent: asyncpg.Record, author_id: int, text: str
-) -> dict[str, Any] | None:
+) -> None:
     """Otter answers "Hey Otter ..." in Home and in its own direct channels only."""
     if author_id == otter_id:
-        return None
+        return
     in_its_channel = sent["kind"] == "home" or otter_id in (sent["direct_low"], sent["direct_high"])
     question = otter.addressed_question(text) if in_its_channel else None
-    if question is None:
-        return None
-    reply = otter.answer(question, datetime.datetime.now(datetime.UTC))
-    bot = {"id": otter_id, "username": "otter", "is_bot": True}
-    message, _ = await send_message(conn, sent["channel_id"], bot, reply)
-    return message
+    if question is not None:
+        reply = otter.answer(question, datetime.datetime.now(datetime.UTC))
+        await send_message(conn, sent["channel_id"], otter_id, reply)

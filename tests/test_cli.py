@@ -40,7 +40,7 @@ async def test_migrate_twice_changes_nothing(database_url):
         ]
     finally:
         await conn.close()
-    assert versions == [1, 2]
+    assert versions == [1, 2, 3]
 
 
 async def test_migrate_from_empty_and_concurrently(pg_server):
@@ -69,7 +69,7 @@ async def test_migrate_from_empty_and_concurrently(pg_server):
         assert sorted(out for out, _ in outputs)[0].startswith("applied 0 migration(s)")
         conn = await asyncpg.connect(url)
         try:
-            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 2
+            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 3
             assert await conn.fetchval("SELECT count(*) FROM channels WHERE kind = 'home'") == 1
             assert await conn.fetchval("SELECT count(*) FROM users WHERE username = 'otter'") == 1
         finally:

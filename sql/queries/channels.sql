@@ -1,5 +1,6 @@
 -- Notifications go to one channel, 'chatterwerks', with a tiny payload:
---   'm:<channel_id>:<seq>'  a message was committed in a channel
+--   'M:<channel_id>:<seq>:<message JSON>'  a message was committed (messages.sql)
+--   'm:<channel_id>:<seq>'  the same, for a message too long to carry
 --   'u:<user_id>'           that user's channel list or read markers changed
 --   's:<user_id>'           some of that user's sessions ended (sessions.sql)
 -- NOTIFY is delivered at commit, so a woken reader always finds the row.

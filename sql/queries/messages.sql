@@ -4,7 +4,9 @@
 --      removal either commits first (and this finds no row) or waits for us;
 --   2. take the next seq under the channel row's lock, so seqs are gapless
 --      and commit order equals seq order;
---   3. insert the message and NOTIFY, which is delivered at commit.
+--   3. insert the message and NOTIFY, which is delivered at commit. The
+--      payload carries the message itself ('M:<channel>:<seq>:<json>') when
+--      it fits in NOTIFY's 8000 bytes, else only its place ('m:...').
 -- No row back means: no such channel, or the author is not a member.
 WITH member AS (
     SELECT 1 FROM subscriptions
@@ -17,12 +19,23 @@ WITH member AS (
 ), inserted AS (
     INSERT INTO messages (channel_id, seq, author_id, text)
     SELECT id, last_seq, $2, $3 FROM bumped
-    RETURNING id, channel_id, seq, created_at
+    RETURNING id, channel_id, seq, author_id, text, created_at
+), shaped AS (
+    SELECT i.channel_id, i.seq,
+           message_json(i.id, i.channel_id, i.seq, u.id, u.username, u.is_bot, i.text, i.created_at)
+               AS json
+    FROM inserted i
+    JOIN users u ON u.id = i.author_id
 )
-SELECT i.id, i.channel_id, i.seq, i.created_at,
-       b.kind, b.direct_low, b.direct_high,
-       pg_notify('chatterwerks', 'm:' || i.channel_id || ':' || i.seq) AS notified
-FROM inserted i, bumped b;
+SELECT s.channel_id, s.seq, s.json, b.kind, b.direct_low, b.direct_high,
+       pg_notify(
+           'chatterwerks',
+           CASE WHEN octet_length(s.json) < 7900
+                THEN 'M:' || s.channel_id || ':' || s.seq || ':' || s.json
+                ELSE 'm:' || s.channel_id || ':' || s.seq
+           END
+       ) AS notified
+FROM shaped s, bumped b;
 
 -- name: history
 -- One page of a channel, newest first (the caller reverses it), before seq $3,
