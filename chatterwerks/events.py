@@ -15,14 +15,14 @@ import base64
 import binascii
 import dataclasses
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import asyncpg
 
 from chatterwerks.db import QUERIES
 from chatterwerks.errors import ApiError
-from chatterwerks.hub import CachedMessage, Hub, Membership, UserState, Waiter
+from chatterwerks.hub import LINGER, CachedMessage, Hub, Membership, UserState
 from chatterwerks.shapes import channel_json
 from chatterwerks.store import channel_not_found
 
@@ -168,7 +168,7 @@ async def _sync(
 ) -> tuple[Cursor, list[str]]:
     """Everything past the cursor: a new cursor and the events, as JSON."""
     state, last_seqs = await _user_state(pool, hub, user_id)
-    cursor = {channel_id: dataclasses.replace(p) for channel_id, p in cursor.items()}
+    cursor = {c: Position(p.subscription_id, p.seq, p.read_seq) for c, p in cursor.items()}
     events: list[str] = []
     for channel_id, position in list(cursor.items()):
         membership = state.get(channel_id)
@@ -208,62 +208,88 @@ async def _sync(
 Read = Callable[[], Awaitable[Any]]
 
 
-async def _long_poll(hub: Hub, waiter: Waiter, timeout: float, read: Read) -> Any:
+async def _long_poll(
+    hub: Hub, user_id: int, channel_ids: Iterable[int], timeout: float, read: Read, empty: str
+) -> str:
     """Reads, then sleeps and reads again until read() finds something (its
-    result), time runs out or the server shuts down (None)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        found = await read()
-        if found:
-            return found
-        remaining = deadline - loop.time()
-        if hub.closing:
-            return None
-        if not await waiter.wait(remaining):
-            if hub.connected.is_set() or remaining <= 0:
-                return None
-            # The listener is down, so silence proves nothing: one last read.
-            deadline = 0.0
-        if hub.closing:
-            return None
+    answer), time runs out or the server shuts down (`empty`)."""
+    # Register first, then read: a commit between the read and the wait still
+    # finds the waiter.
+    waiter = hub.register(user_id, channel_ids)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            found = await read()
+            if found and hub.bursting() and timeout > 0:
+                # Under a burst, an answer right away would carry a message or
+                # two and be followed by a re-poll at once; a short linger lets
+                # one answer carry many (see hub.LINGER).
+                await asyncio.sleep(LINGER)
+                found = await read()
+            if found or hub.closing:
+                return found or empty
+            remaining = deadline - loop.time()
+            if remaining > 0 and not waiter.pending:
+                try:
+                    await waiter.arm(remaining)
+                finally:
+                    woken = waiter.disarm()
+            else:
+                woken = waiter.disarm()
+            if hub.closing:
+                return empty
+            if not woken:
+                if hub.connected.is_set() or remaining <= 0:
+                    return empty
+                # The listener is down, so silence proves nothing: one last read.
+                deadline = 0.0
+    finally:
+        hub.unregister(waiter)
 
 
 def _answer(cursor: str, events: list[str]) -> str:
     return '{"cursor": "' + cursor + '", "events": [' + ", ".join(events) + "]}"
 
 
-async def poll_events(
+def poll_events(
     pool: asyncpg.Pool, hub: Hub, user_id: int, cursor_text: str | None, timeout: float
-) -> str:
+) -> Awaitable[str]:
     """GET /api/events: answers at once when anything is past the cursor,
-    else waits for a notification, at most timeout seconds. Returns JSON."""
+    else waits for a notification, at most timeout seconds. Awaits to JSON.
+
+    Not itself a coroutine: it hands back _long_poll's, so a parked poll
+    carries one frame less (this matters at ten thousand)."""
     if cursor_text is None:
-        async with pool.acquire() as conn:
-            return _answer(await current_cursor(conn, user_id), [])
+        return _answer_now(pool, user_id)
     cursor = decode_cursor(cursor_text)
 
     async def read() -> str | None:
         new_cursor, events = await _sync(pool, hub, user_id, cursor)
         return _answer(encode_cursor(new_cursor), events) if events else None
 
-    with hub.waiting(user_id, cursor) as waiter:
-        answer = await _long_poll(hub, waiter, timeout, read)
-    return answer or _answer(cursor_text, [])
+    return _long_poll(hub, user_id, cursor, timeout, read, _answer(cursor_text, []))
 
 
-async def poll_channel(
+async def _answer_now(pool: asyncpg.Pool, user_id: int) -> str:
+    async with pool.acquire() as conn:
+        return _answer(await current_cursor(conn, user_id), [])
+
+
+def poll_channel(
     pool: asyncpg.Pool, hub: Hub, user_id: int, channel_id: int, after: int, wait: float, limit: int
-) -> str:
+) -> Awaitable[str]:
     """GET /api/channels/{id}/messages?after=SEQ&wait=S: the same, for one
-    channel. Returns JSON; a non-member gets the same 404 as everywhere."""
+    channel. Awaits to JSON; a non-member gets the same 404 as everywhere."""
 
-    async def read() -> list[CachedMessage]:
+    async def read() -> str | None:
         state, last_seqs = await _user_state(pool, hub, user_id)
         if channel_id not in state:
             raise channel_not_found()
-        return await _messages(hub, channel_id, after, min(last_seqs[channel_id], after + limit))
+        upto = min(last_seqs[channel_id], after + limit)
+        messages = await _messages(hub, channel_id, after, upto)
+        if not messages:
+            return None
+        return '{"messages": [' + ", ".join(message.json for message in messages) + "]}"
 
-    with hub.waiting(user_id, (channel_id,)) as waiter:
-        messages = await _long_poll(hub, waiter, wait, read) or []
-    return '{"messages": [' + ", ".join(message.json for message in messages) + "]}"
+    return _long_poll(hub, user_id, (channel_id,), wait, read, '{"messages": []}')

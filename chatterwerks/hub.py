@@ -22,7 +22,7 @@ import json
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "chatterwerks"
 APPLICATION_NAME = "chatterwerks-listener"
+# Adaptive batching of wake-ups (Hub._wake_soon), in seconds.
+BURST_GAP = 0.005
+LINGER = 0.050
 
 
 class Waiter:
@@ -58,19 +61,20 @@ class Waiter:
         if self._future is not None and not self._future.done():
             self._future.set_result(False)
 
-    async def wait(self, timeout: float) -> bool:
-        """Sleeps until woken (True) or timeout seconds pass (False); clears the wake."""
-        if not self.pending and timeout > 0:
-            loop = asyncio.get_running_loop()
-            # One future and one timer handle: lighter than asyncio.wait_for,
-            # which matters with ten thousand polls parked.
-            self._future = loop.create_future()
-            self._timer = loop.call_later(timeout, self._expire)
-            try:
-                await self._future
-            finally:
-                self._timer.cancel()
-                self._future = self._timer = None
+    def arm(self, timeout: float) -> asyncio.Future[bool]:
+        """A future that turns True when woken, False after timeout seconds.
+        One future and one timer handle, and no coroutine of its own: a
+        parked poll should weigh little when ten thousand are parked."""
+        loop = asyncio.get_running_loop()
+        self._future = loop.create_future()
+        self._timer = loop.call_later(timeout, self._expire)
+        return self._future
+
+    def disarm(self) -> bool:
+        """Ends a wait; True if the waiter was woken since it last looked."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._future = self._timer = None
         woken, self.pending = self.pending, False
         return woken
 
@@ -200,6 +204,10 @@ class Hub:
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
         self._prefetching: dict[int, int] = {}  # channel id -> prefetches in flight
+        self._wake_channels: set[int] = set()
+        self._last_message_at = 0.0
+        self._last_gap = float("inf")
+        self._wake_handle: asyncio.Handle | asyncio.TimerHandle | None = None
         # The caches; valid only while connected.
         self.channel_seqs: dict[int, int] = {}
         self._user_states: OrderedDict[int, UserState] = OrderedDict()
@@ -219,20 +227,19 @@ class Hub:
     def polls_of(self, user_id: int) -> int:
         return len(self._by_user.get(user_id, ()))
 
-    @contextlib.contextmanager
-    def waiting(self, user_id: int, channel_ids: Iterable[int]) -> Iterator[Waiter]:
-        """A waiter registered for the length of a long-poll. Register BEFORE
-        reading: a commit between the read and the wait still finds it."""
+    def register(self, user_id: int, channel_ids: Iterable[int]) -> Waiter:
+        """Parks a waiter. Register BEFORE reading: a commit between the read
+        and the wait still finds it. Always unregister (try/finally)."""
         waiter = Waiter(user_id, channel_ids)
         self._by_user.setdefault(user_id, set()).add(waiter)
         for channel_id in waiter.channel_ids:
             self._by_channel.setdefault(channel_id, set()).add(waiter)
-        try:
-            yield waiter
-        finally:
-            _discard(self._by_user, user_id, waiter)
-            for channel_id in waiter.channel_ids:
-                _discard(self._by_channel, channel_id, waiter)
+        return waiter
+
+    def unregister(self, waiter: Waiter) -> None:
+        _discard(self._by_user, waiter.user_id, waiter)
+        for channel_id in waiter.channel_ids:
+            _discard(self._by_channel, channel_id, waiter)
 
     def wake_all(self) -> None:
         """Every waiter re-reads from its cursor (after a reconnect, at shutdown)."""
@@ -316,14 +323,41 @@ class Hub:
             self.channel_seqs[channel_id] = seq
         if channel_id not in self._by_channel:
             return
-        if not prefetch:  # the message came in the payload: wake its readers now
-            for waiter in self._by_channel[channel_id]:
-                waiter.wake()
+        if not prefetch:  # the message came in its payload: wake its readers
+            self._wake_soon(channel_id)
             return
         # Read the message once for every waiter here, then wake them.
         self._prefetching[channel_id] = self._prefetching.get(channel_id, 0) + 1
         task = asyncio.create_task(self.cache.range(channel_id, seq - 1, seq))
         task.add_done_callback(lambda done: self._prefetched(channel_id, done))
+
+    def _wake_soon(self, channel_id: int) -> None:
+        """Wakes a channel's waiters on the next turn of the loop, once for all
+        the notifications read in this turn. Under a burst of messages (less
+        than BURST_GAP apart) it lingers up to LINGER first, so that one answer
+        carries several messages: fewer answers and re-polls per message is
+        what lets throughput grow. At a conversational pace nothing waits."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._last_gap, self._last_message_at = now - self._last_message_at, now
+        burst = self.bursting()
+        self._wake_channels.add(channel_id)
+        if self._wake_handle is None:
+            if burst:
+                self._wake_handle = loop.call_later(LINGER, self._wake_pending)
+            else:
+                self._wake_handle = loop.call_soon(self._wake_pending)
+
+    def bursting(self) -> bool:
+        """The last two messages came less than BURST_GAP apart, and lately."""
+        since = asyncio.get_running_loop().time() - self._last_message_at
+        return self._last_gap < BURST_GAP and since < 10 * BURST_GAP
+
+    def _wake_pending(self) -> None:
+        channels, self._wake_channels, self._wake_handle = self._wake_channels, set(), None
+        for channel_id in channels:
+            for waiter in self._by_channel.get(channel_id, ()):
+                waiter.wake()
 
     def _prefetched(self, channel_id: int, task: asyncio.Task[Any]) -> None:
         if not task.cancelled() and task.exception() is not None:
