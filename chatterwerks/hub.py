@@ -101,17 +101,25 @@ class CachedMessage:
 
 class MessageCache:
     """Recent messages per channel, so one message that wakes N waiters in this
-    process costs one database read, not N. Messages never change once
-    committed, so a cached message is never stale."""
+    process costs at most one database read, not N. Messages never change
+    once committed, so a cached message is never stale. Bounded by messages
+    per channel and by bytes in all (least recently used channels go first)."""
 
-    def __init__(self, pool: asyncpg.Pool, per_channel: int = 256, channels: int = 2048) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, per_channel: int = 128, max_bytes: int = 32 * 1024 * 1024
+    ) -> None:
         self._pool = pool
         self._per_channel = per_channel
-        self._max_channels = channels
+        self._max_bytes = max_bytes
         # channel id -> messages with consecutive seqs, oldest first
         self._recent: OrderedDict[int, list[CachedMessage]] = OrderedDict()
+        self._sizes: dict[int, int] = {}  # channel id -> bytes of JSON held
+        self._bytes = 0
         self._loads: dict[tuple[int, int, int], asyncio.Task[list[CachedMessage]]] = {}
         self.database_reads = 0  # for tests and the benchmark
+
+    def holds(self, channel_id: int) -> bool:
+        return channel_id in self._recent
 
     def cached(self, channel_id: int, after: int, upto: int) -> list[CachedMessage] | None:
         """The cached messages after `after`, up to `upto` (or fewer, if the
@@ -124,6 +132,8 @@ class MessageCache:
 
     def clear(self) -> None:
         self._recent.clear()
+        self._sizes.clear()
+        self._bytes = 0
 
     async def range(self, channel_id: int, after: int, upto: int) -> list[CachedMessage]:
         """Messages with after < seq <= upto, oldest first."""
@@ -161,21 +171,37 @@ class MessageCache:
         if not messages:
             return
         recent = self._recent.get(channel_id)
-        if (
-            recent
-            and messages[0].seq <= recent[-1].seq + 1
-            and messages[-1].seq >= recent[0].seq - 1
-        ):
-            # The runs overlap or touch (loads can finish in any order): merge.
-            by_seq = {message.seq: message for message in recent}
-            by_seq.update((message.seq, message) for message in messages)
-            recent = [by_seq[seq] for seq in range(min(by_seq), max(by_seq) + 1)]
-        elif not recent or messages[-1].seq > recent[-1].seq:
-            recent = list(messages)  # a gap between them: keep the newer run
-        self._recent[channel_id] = recent[-self._per_channel :]
+        if recent and messages[0].seq == recent[-1].seq + 1:
+            # The usual case, the next messages: bookkeeping in O(new ones).
+            recent.extend(messages)
+            size = self._sizes[channel_id] + sum(len(message.json) for message in messages)
+            overflow = len(recent) - self._per_channel
+            if overflow > 0:
+                size -= sum(len(message.json) for message in recent[:overflow])
+                del recent[:overflow]
+        else:
+            if (
+                recent
+                and messages[0].seq <= recent[-1].seq + 1
+                and messages[-1].seq >= recent[0].seq - 1
+            ):
+                # The runs overlap or touch (loads finish in any order): merge.
+                by_seq = {message.seq: message for message in recent}
+                by_seq.update((message.seq, message) for message in messages)
+                recent = [by_seq[seq] for seq in range(min(by_seq), max(by_seq) + 1)]
+            elif not recent or messages[-1].seq > recent[-1].seq:
+                recent = list(messages)  # a gap between them: keep the newer run
+            else:
+                return  # an older run than the one held: not worth the swap
+            del recent[: -self._per_channel]
+            size = sum(len(message.json) for message in recent)
+        self._bytes += size - self._sizes.get(channel_id, 0)
+        self._sizes[channel_id] = size
+        self._recent[channel_id] = recent
         self._recent.move_to_end(channel_id)
-        while len(self._recent) > self._max_channels:
-            self._recent.popitem(last=False)
+        while self._bytes > self._max_bytes and len(self._recent) > 1:
+            evicted, _ = self._recent.popitem(last=False)
+            self._bytes -= self._sizes.pop(evicted)
 
 
 class Hub:
@@ -298,7 +324,9 @@ class Hub:
             if kind == "M":
                 channel_text, seq_text, message_json_text = rest.split(":", 2)
                 channel_id, seq = int(channel_text), int(seq_text)
-                self.cache.add(channel_id, CachedMessage(seq, message_json_text))
+                # Kept only where someone here reads that channel, or lately did.
+                if channel_id in self._by_channel or self.cache.holds(channel_id):
+                    self.cache.add(channel_id, CachedMessage(seq, message_json_text))
                 self._message_committed(channel_id, seq, prefetch=False)
             elif kind == "m":
                 channel_text, _, seq_text = rest.partition(":")

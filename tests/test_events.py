@@ -499,3 +499,27 @@ async def test_gunicorn_workers_deliver_across_workers(settings, make_user, home
             assert len(answers) == 16
     finally:
         stop_server(process)
+
+
+def test_message_cache_stays_consecutive_and_bounded():
+    from chatterwerks.hub import CachedMessage, MessageCache
+
+    cache = MessageCache(pool=None, per_channel=4, max_bytes=100)  # type: ignore[arg-type]
+
+    def add(channel_id, *seqs):
+        cache._remember(channel_id, [CachedMessage(seq, "x" * 10) for seq in seqs])
+
+    add(1, 1, 2)
+    add(1, 3)  # the next one: appended
+    assert [m.seq for m in cache.cached(1, 0, 10)] == [1, 2, 3]
+    add(1, 5)  # a gap: the newer run replaces the old
+    assert cache.cached(1, 0, 10) is None and [m.seq for m in cache.cached(1, 4, 10)] == [5]
+    add(1, 3, 4)  # loads finishing out of order: merged into one run
+    assert [m.seq for m in cache.cached(1, 2, 10)] == [3, 4, 5]
+    add(1, 6, 7, 8, 9)  # at most 4 per channel
+    assert [m.seq for m in cache.cached(1, 5, 10)] == [6, 7, 8, 9]
+    assert cache.cached(1, 4, 10) is None
+    add(2, 1, 2, 3, 4)
+    add(3, 1, 2, 3, 4)  # 3 channels x 40 bytes > 100: the least recent goes
+    assert not cache.holds(1) and cache.holds(2) and cache.holds(3)
+    assert cache._bytes == sum(cache._sizes.values()) == 80
