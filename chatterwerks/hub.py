@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import random
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ CHANNEL = "chatterwerks"
 APPLICATION_NAME = "chatterwerks-listener"
 # Adaptive batching of wake-ups (Hub._wake_soon), in seconds.
 BURST_GAP = 0.005
+CACHE_IDLE = 60.0  # seconds a channel's recent messages stay cached unread
 LINGER = 0.050
 
 
@@ -106,7 +108,7 @@ class MessageCache:
     per channel and by bytes in all (least recently used channels go first)."""
 
     def __init__(
-        self, pool: asyncpg.Pool, per_channel: int = 128, max_bytes: int = 32 * 1024 * 1024
+        self, pool: asyncpg.Pool, per_channel: int = 64, max_bytes: int = 4 * 1024 * 1024
     ) -> None:
         self._pool = pool
         self._per_channel = per_channel
@@ -114,6 +116,7 @@ class MessageCache:
         # channel id -> messages with consecutive seqs, oldest first
         self._recent: OrderedDict[int, list[CachedMessage]] = OrderedDict()
         self._sizes: dict[int, int] = {}  # channel id -> bytes of JSON held
+        self._used: dict[int, float] = {}  # channel id -> when last read or extended
         self._bytes = 0
         self._loads: dict[tuple[int, int, int], asyncio.Task[list[CachedMessage]]] = {}
         self.database_reads = 0  # for tests and the benchmark
@@ -127,13 +130,32 @@ class MessageCache:
         recent = self._recent.get(channel_id)
         if not recent or not recent[0].seq <= after + 1 <= recent[-1].seq:
             return None
+        self._touch(channel_id)
         first = recent[0].seq
         return recent[after + 1 - first : upto + 1 - first]
 
     def clear(self) -> None:
         self._recent.clear()
         self._sizes.clear()
+        self._used.clear()
         self._bytes = 0
+
+    def _touch(self, channel_id: int) -> None:
+        self._used[channel_id] = time.monotonic()
+        self._recent.move_to_end(channel_id)
+
+    def forget_idle(self, idle: float) -> None:
+        """Drops the channels nobody here has read for `idle` seconds: the cache
+        holds what is being read now, not all that was ever said."""
+        cutoff = time.monotonic() - idle
+        for channel_id in list(self._recent):  # least recently used first
+            if self._used[channel_id] > cutoff:
+                break
+            self._drop(channel_id)
+
+    def _drop(self, channel_id: int) -> None:
+        del self._recent[channel_id], self._used[channel_id]
+        self._bytes -= self._sizes.pop(channel_id)
 
     async def range(self, channel_id: int, after: int, upto: int) -> list[CachedMessage]:
         """Messages with after < seq <= upto, oldest first."""
@@ -198,10 +220,9 @@ class MessageCache:
         self._bytes += size - self._sizes.get(channel_id, 0)
         self._sizes[channel_id] = size
         self._recent[channel_id] = recent
-        self._recent.move_to_end(channel_id)
+        self._touch(channel_id)
         while self._bytes > self._max_bytes and len(self._recent) > 1:
-            evicted, _ = self._recent.popitem(last=False)
-            self._bytes -= self._sizes.pop(evicted)
+            self._drop(next(iter(self._recent)))
 
 
 class Hub:
@@ -455,6 +476,7 @@ class Hub:
                 return
             except TimeoutError:
                 pass
+            self.cache.forget_idle(CACHE_IDLE)
             try:
                 await asyncio.wait_for(conn.fetchval("SELECT 1"), self._ping_timeout)
             except (TimeoutError, *CONNECTION_ERRORS, asyncpg.PostgresError) as exc:

@@ -501,8 +501,12 @@ async def test_gunicorn_workers_deliver_across_workers(settings, make_user, home
         stop_server(process)
 
 
-def test_message_cache_stays_consecutive_and_bounded():
+def test_message_cache_stays_consecutive_and_bounded(monkeypatch):
+    from chatterwerks import hub
     from chatterwerks.hub import CachedMessage, MessageCache
+
+    now = [1000.0]
+    monkeypatch.setattr(hub.time, "monotonic", lambda: now[0])
 
     cache = MessageCache(pool=None, per_channel=4, max_bytes=100)  # type: ignore[arg-type]
 
@@ -523,3 +527,10 @@ def test_message_cache_stays_consecutive_and_bounded():
     add(3, 1, 2, 3, 4)  # 3 channels x 40 bytes > 100: the least recent goes
     assert not cache.holds(1) and cache.holds(2) and cache.holds(3)
     assert cache._bytes == sum(cache._sizes.values()) == 80
+    # A channel nobody reads for a while is let go; one being read stays.
+    now[0] += 30
+    assert cache.cached(3, 0, 4)
+    now[0] += 40
+    cache.forget_idle(60)
+    assert not cache.holds(2) and cache.holds(3)
+    assert cache._bytes == 40
