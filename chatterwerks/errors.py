@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -37,7 +38,7 @@ class ApiError(web.HTTPException):
         self.status_code = status
         super().__init__(
             headers=headers,
-            text=web.json_response({"error": {"code": code, "message": message}}).text,
+            text=json.dumps({"error": {"code": code, "message": message}}),
             content_type="application/json",
         )
         self.code = code
