@@ -37,28 +37,27 @@ import json
 import math
 import os
 import platform
-import resource
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
 import psutil
 from aiohttp import web
+from benchlib import HOST, free_port, percentile, raise_fd_limit, summary_ms, with_database
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 VENV_BIN = Path(sys.executable).parent
-HOST = "127.0.0.1"
 PASSWORD = "bench-password-1"
 LISTENER_APP = "chatterwerks-listener"
 
@@ -116,59 +115,6 @@ async def baseline_app() -> web.AppRunner:
 
 # ---------------------------------------------------------------------------
 # Small utilities
-
-
-def percentile(sorted_values: list[float], p: float) -> float | None:
-    """Nearest-rank percentile of an already sorted list."""
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
-
-
-def summary_ms(values: Iterable[float]) -> dict[str, Any]:
-    """p50/p90/p99/max (and mean, count) of durations in seconds, in ms."""
-    ordered = sorted(values)
-    if not ordered:
-        return {"count": 0}
-
-    def ms(value: float | None) -> float | None:
-        return None if value is None else round(value * 1000, 3)
-
-    return {
-        "count": len(ordered),
-        "p50_ms": ms(percentile(ordered, 50)),
-        "p90_ms": ms(percentile(ordered, 90)),
-        "p99_ms": ms(percentile(ordered, 99)),
-        "max_ms": ms(ordered[-1]),
-        "mean_ms": ms(sum(ordered) / len(ordered)),
-    }
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + name))
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def raise_fd_limit(wanted: int) -> dict[str, int]:
-    """Raises RLIMIT_NOFILE for this process and the servers it starts."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < wanted:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
-            soft, hard = wanted, wanted
-    if soft < hard or (hard == resource.RLIM_INFINITY and soft < wanted):
-        new_soft = wanted if hard == resource.RLIM_INFINITY else hard
-        resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return {"soft": soft, "hard": hard}
 
 
 async def wait_until(predicate: Callable[[], bool], deadline: float, interval: float) -> bool:

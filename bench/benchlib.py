@@ -1,0 +1,64 @@
+"""What bench/delivery.py and bench/soak.py share: figures and set-up."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import resource
+import socket
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+HOST = "127.0.0.1"  # loopback only
+
+
+def percentile(sorted_values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def summary_ms(values: Iterable[float]) -> dict[str, Any]:
+    """p50/p90/p99/max (and mean, count) of durations in seconds, in ms."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"count": 0}
+
+    def ms(value: float | None) -> float | None:
+        return None if value is None else round(value * 1000, 3)
+
+    return {
+        "count": len(ordered),
+        "p50_ms": ms(percentile(ordered, 50)),
+        "p90_ms": ms(percentile(ordered, 90)),
+        "p99_ms": ms(percentile(ordered, 99)),
+        "max_ms": ms(ordered[-1]),
+        "mean_ms": ms(sum(ordered) / len(ordered)),
+    }
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def raise_fd_limit(wanted: int) -> dict[str, int]:
+    """Raises RLIMIT_NOFILE for this process and the servers it starts."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            soft, hard = wanted, wanted
+    if soft < hard or (hard == resource.RLIM_INFINITY and soft < wanted):
+        new_soft = wanted if hard == resource.RLIM_INFINITY else hard
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return {"soft": soft, "hard": hard}
