@@ -62,3 +62,21 @@ def raise_fd_limit(wanted: int) -> dict[str, int]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return {"soft": soft, "hard": hard}
+
+
+async def fresh_database(admin_url: str, name: str) -> str:
+    """Drops and creates database `name` on the server of admin_url, applies
+    the migrations, and returns its URL."""
+    import asyncpg
+
+    from chatterwerks import db
+
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = with_database(admin_url, name)
+    await db.migrate_url(url)
+    return url

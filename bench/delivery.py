@@ -53,7 +53,14 @@ import aiohttp
 import asyncpg
 import psutil
 from aiohttp import web
-from benchlib import HOST, free_port, percentile, raise_fd_limit, summary_ms, with_database
+from benchlib import (
+    HOST,
+    free_port,
+    fresh_database,
+    percentile,
+    raise_fd_limit,
+    summary_ms,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -1067,29 +1074,16 @@ async def chatterwerks_capacity(
 # Database and the run
 
 
-async def fresh_database(admin_url: str, name: str) -> tuple[str, dict[str, str]]:
+async def server_settings(admin_url: str) -> dict[str, str]:
+    """The PostgreSQL settings that decide what a commit costs, for the report."""
     admin = await asyncpg.connect(admin_url)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        settings = {
+        return {
             key: await admin.fetchval(f"SHOW {key}")
             for key in ("server_version", "synchronous_commit", "fsync", "max_connections")
         }
     finally:
         await admin.close()
-    url = with_database(admin_url, name)
-    proc = await asyncio.create_subprocess_exec(
-        str(VENV_BIN / "chatterwerks"),
-        "migrate",
-        env={**os.environ, "DATABASE_URL": url, "CHATTERWERKS_LOG_LEVEL": "WARNING"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"chatterwerks migrate failed: {out.decode()}")
-    return url, settings
 
 
 async def drop_database(admin_url: str, name: str) -> None:
@@ -1164,7 +1158,8 @@ async def server_section(
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     sections = [args.only] if args.only else ["latency", "throughput", "capacity"]
-    database_url, pg_settings = await fresh_database(args.admin_url, args.database)
+    database_url = await fresh_database(args.admin_url, args.database)
+    pg_settings = await server_settings(args.admin_url)
     results: dict[str, Any] = {}
     profiler = Profiler(args.py_spy)
     users: list[User] = []

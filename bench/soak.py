@@ -78,7 +78,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import psutil
-from benchlib import HOST, free_port, raise_fd_limit, summary_ms, with_database
+from benchlib import HOST, free_port, fresh_database, raise_fd_limit, summary_ms
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -1118,27 +1118,6 @@ def follower_checks(world: World, db: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------
 # The run
-
-
-async def fresh_database(admin_url: str, name: str) -> str:
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = with_database(admin_url, name)
-    proc = await asyncio.create_subprocess_exec(
-        str(VENV_BIN / "chatterwerks"),
-        "migrate",
-        env={**os.environ, "DATABASE_URL": url, "CHATTERWERKS_LOG_LEVEL": "WARNING"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"chatterwerks migrate failed: {out.decode()}")
-    return url
 
 
 def client_session(token: str | None, limit: int) -> aiohttp.ClientSession:

@@ -108,6 +108,7 @@ async def change_password(request: web.Request) -> web.Response:
     new_hash = await hasher.hash(new_password)
     async with pool.acquire() as conn:
         await conn.execute(QUERIES.change_password, user["id"], new_hash, request[TOKEN_HASH])
+    request.app[keys.SESSIONS].forget(user["id"])  # here at once; elsewhere by NOTIFY
     return web.Response(status=204)
 
 
@@ -115,6 +116,8 @@ async def change_password(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     async with request.app[keys.POOL].acquire() as conn:
         await conn.execute(QUERIES.delete_session, request[TOKEN_HASH])
+    # This process forgets it now; the others when the NOTIFY reaches them.
+    request.app[keys.SESSIONS].forget(current_user(request)["id"])
     response = web.Response(status=204)
     response.del_cookie(SESSION_COOKIE, path="/")
     return response
