@@ -22,6 +22,7 @@ from chatterwerks.validation import (
 
 routes = web.RouteTableDef()
 DEFAULT_PAGE = 50
+_sending: set[asyncio.Future[str]] = set()
 
 
 def _check_poll_cap(request: web.Request, user_id: int) -> None:
@@ -71,8 +72,12 @@ async def send_message(request: web.Request) -> web.Response:
         return sent["json"]
 
     # Shielded: a client that hangs up mid-request does not undo its message
-    # (nor skip Otter's reply); the task runs to the end either way.
-    message = await asyncio.shield(asyncio.ensure_future(send()))
+    # (nor skip Otter's reply); the task runs to the end either way, held in
+    # _sending meanwhile (the loop itself keeps only weak references).
+    task = asyncio.ensure_future(send())
+    _sending.add(task)
+    task.add_done_callback(_sending.discard)
+    message = await asyncio.shield(task)
     return web.Response(
         text='{"message": ' + message + "}", status=201, content_type="application/json"
     )

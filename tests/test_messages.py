@@ -4,6 +4,7 @@ gapless seqs under concurrency, and Otter in the channels it answers in."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import asyncpg
 from helpers import assert_error
@@ -208,3 +209,37 @@ async def test_otter_only_when_addressed(make_user, home_id):
     assert (await alice.get(f"/api/channels/{home_id}/messages?after={sent['seq']}"))[
         "messages"
     ] == []
+
+
+async def test_send_completes_when_the_client_hangs_up(app, client, make_user, home_id):
+    """The sender disconnects while its message waits for the channel's row
+    lock: the handler is cancelled, the write is not, and the message lands."""
+    import aiohttp
+
+    alice = await make_user("alice")
+    async with app[keys.POOL].acquire() as blocker:
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute("SELECT 1 FROM channels WHERE id = $1 FOR UPDATE", home_id)
+        async with aiohttp.ClientSession() as session:
+            posting = asyncio.create_task(
+                session.post(
+                    client.make_url(f"/api/channels/{home_id}/messages"),
+                    json={"text": "sent while hanging up"},
+                    headers=alice.headers,
+                )
+            )
+            await asyncio.sleep(0.3)  # the send is now waiting on the lock
+            posting.cancel()  # the client goes away
+            with contextlib.suppress(asyncio.CancelledError):
+                await posting
+        await asyncio.sleep(0.2)
+        await transaction.rollback()  # lets the send go on
+    for _ in range(50):
+        texts = [
+            m["text"] for m in (await alice.get(f"/api/channels/{home_id}/messages"))["messages"]
+        ]
+        if "sent while hanging up" in texts:
+            break
+        await asyncio.sleep(0.05)
+    assert "sent while hanging up" in texts
