@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import resource
+import signal
 import socket
+import subprocess
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -80,3 +83,17 @@ async def fresh_database(admin_url: str, name: str) -> str:
     url = with_database(admin_url, name)
     await db.migrate_url(url)
     return url
+
+
+def stop_process_group(proc: subprocess.Popen, timeout: float) -> int | None:
+    """SIGTERM (a graceful stop for gunicorn), then SIGKILL to the whole
+    process group if it outlives timeout seconds; returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+    return proc.returncode

@@ -59,6 +59,7 @@ from benchlib import (
     fresh_database,
     percentile,
     raise_fd_limit,
+    stop_process_group,
     summary_ms,
 )
 
@@ -289,14 +290,7 @@ class Server:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+        stop_process_group(self.proc, timeout=20)
         self.log_file.close()
         self.proc = None
 

@@ -63,7 +63,6 @@ import math
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -78,7 +77,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import psutil
-from benchlib import HOST, free_port, fresh_database, raise_fd_limit, summary_ms
+from benchlib import HOST, free_port, fresh_database, raise_fd_limit, stop_process_group, summary_ms
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -203,15 +202,7 @@ class Server:
     def stop(self) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        code = self.proc.returncode
+        code = stop_process_group(self.proc, timeout=30)
         self.proc = None
         return code
 
