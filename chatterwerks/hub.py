@@ -54,6 +54,11 @@ class Waiter:
         self._future: asyncio.Future[bool] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
+    @property
+    def parked(self) -> bool:
+        """Armed and asleep: its read found nothing and it waits to be woken."""
+        return self._future is not None and not self._future.done()
+
     def wake(self) -> None:
         self.pending = True
         if self._future is not None and not self._future.done():
@@ -270,6 +275,11 @@ class Hub:
     @property
     def waiter_count(self) -> int:
         return sum(len(waiters) for waiters in self._by_user.values())
+
+    @property
+    def parked_count(self) -> int:
+        """Waiters asleep; the others are still reading (for tests)."""
+        return sum(waiter.parked for waiters in self._by_user.values() for waiter in waiters)
 
     def polls_of(self, user_id: int) -> int:
         return len(self._by_user.get(user_id, ()))

@@ -259,7 +259,9 @@ async def test_one_message_wakes_many_waiters_with_at_most_one_read(app, make_us
             for u, c in zip(users, cursors, strict=True)
             for _ in range(8)
         ]
-        await wait_until(lambda: hub.waiter_count == 40)
+        # Parked, not only registered: a poll still at its first read could
+        # see the new seq in the database before the NOTIFY and read it there.
+        await wait_until(lambda: hub.parked_count == 40)
         reads_before = hub.cache.database_reads
         sent = await users[0].send(home_id, text)
         answers = await asyncio.wait_for(asyncio.gather(*polls), 5)
@@ -284,8 +286,7 @@ async def test_steady_state_poll_needs_no_database(app, make_user, home_id, monk
 
     monkeypatch.setattr(asyncpg.Pool, "acquire", counting_acquire)
     polls = [asyncio.create_task(poll(u, c)) for u, c in zip(users, cursors, strict=True)]
-    await wait_until(lambda: app[keys.HUB].waiter_count == 3)
-    await asyncio.sleep(0.1)
+    await wait_until(lambda: app[keys.HUB].parked_count == 3)
     assert acquired == []
     sent = await users[0].send(home_id, "one read for all")  # the send itself: one acquire
     answers = await asyncio.wait_for(asyncio.gather(*polls), 5)
