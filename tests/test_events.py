@@ -134,10 +134,10 @@ async def test_backlog_comes_in_bounded_pages(make_user, app, home_id):
     answers = 0
     while True:
         started = time.monotonic()
-        answer = await poll(alice, cursor, timeout=1)
+        answer = await poll(alice, cursor, timeout=3)
         if not answer["events"]:
             break
-        assert time.monotonic() - started < 0.9  # a backlog page answers at once
+        assert time.monotonic() - started < 2  # a backlog page answers at once
         answers += 1
         assert len(answer["events"]) <= PAGE_MESSAGES
         for m in messages_of(answer):
@@ -217,7 +217,7 @@ async def test_channel_long_poll_after_and_wait(make_user, home_id):
     # Something already there answers at once, even with a long wait.
     started = time.monotonic()
     assert (await alice.get(f"{path}?after={last}&wait=30"))["messages"] == [sent]
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 5  # far from the 30 s wait; slack for CI
 
 
 async def test_disconnecting_poller_frees_its_waiter(app, client, make_user):
@@ -244,7 +244,7 @@ async def test_shutdown_answers_waiting_polls_at_once(app, make_user):
     await app[keys.HUB].close()
     answer = await asyncio.wait_for(waiting, 5)
     assert answer == {"cursor": cursor, "events": []}
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 3  # not the 30 s timeout; slack for CI
 
 
 async def test_one_message_wakes_many_waiters_with_at_most_one_read(app, make_user, home_id):

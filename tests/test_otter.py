@@ -218,7 +218,9 @@ def _assert_quick_reply(question):
     elapsed = time.perf_counter() - started
     assert isinstance(reply, str)
     assert 0 < len(reply) < 1000
-    assert elapsed < 0.05, (question, elapsed)
+    # Generous for a shared machine: what it catches is work that grows without
+    # bound (a power tower, a huge factorial), which takes seconds or forever.
+    assert elapsed < 1.0, (question, elapsed)
 
 
 @pytest.mark.parametrize(
