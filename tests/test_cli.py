@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -25,6 +26,19 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
         text=True,
         timeout=timeout,
     )
+
+
+async def wait_healthy(session: aiohttp.ClientSession, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            async with session.get("/healthz") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline
+        await asyncio.sleep(0.2)
 
 
 async def test_migrate_twice_changes_nothing(database_url):
@@ -169,16 +183,7 @@ async def test_embedded_default_keeps_data_across_restarts(tmp_path: Path):
         )
         try:
             async with aiohttp.ClientSession(base_url=base) as session:
-                deadline = time.monotonic() + 60
-                while True:
-                    try:
-                        async with session.get("/healthz") as response:
-                            if response.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    assert process.poll() is None and time.monotonic() < deadline
-                    await asyncio.sleep(0.2)
+                await wait_healthy(session, process)
                 return await action(session)
         finally:
             process.terminate()
@@ -205,3 +210,83 @@ async def test_embedded_default_keeps_data_across_restarts(tmp_path: Path):
     await serve_and(login)
     # The embedded server stopped with the last process that used it.
     assert not (tmp_path / "data" / "pgdata" / "postmaster.pid").exists()
+
+
+async def test_installed_from_a_wheel_finds_its_sql_templates_and_static(pg_server, tmp_path):
+    """`pip install .` (not -e): the wheel carries sql/, templates/ and static/
+    as data files; the installed package migrates an empty database, renders
+    its page and serves its script, without the checkout on its path."""
+    # Built from a copy: setuptools builds in the source tree (build/, egg-info).
+    source = tmp_path / "source"
+    shutil.copytree(
+        Path(__file__).resolve().parent.parent,
+        source,
+        ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "__pycache__", "docs", "bench"),
+    )
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", tmp_path / "dist", source], check=True)
+    [wheel] = (tmp_path / "dist").glob("chatterwerks-*.whl")
+    prefix = tmp_path / "prefix"
+    # --ignore-installed: without it pip first uninstalls the copy this test
+    # suite runs from, prefix or not.
+    install = [*pip, "install", "--no-deps", "--ignore-installed", "--prefix", prefix, wheel]
+    subprocess.run(install, check=True)
+    still_here = [sys.executable, "-c", "import chatterwerks"]
+    subprocess.run(still_here, cwd=tmp_path, check=True)  # the suite's own copy
+    [site_packages] = prefix.glob("lib/python*/site-packages")
+    env = {**os.environ, "PYTHONPATH": str(site_packages), "CHATTERWERKS_LOG_LEVEL": "WARNING"}
+    where = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import chatterwerks; print(chatterwerks.__file__, chatterwerks.BASE_DIR)",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert where[0].startswith(str(site_packages)), where
+    assert Path(where[1]) == (prefix / "share" / "chatterwerks").resolve(), where
+
+    from conftest import with_database
+
+    name = f"cw_wheel_{os.getpid()}"
+    admin = await asyncpg.connect(pg_server.admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        env["DATABASE_URL"] = with_database(pg_server.admin_url, name)
+        migrated = subprocess.run(
+            [sys.executable, "-m", "chatterwerks", "migrate"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert migrated.returncode == 0, migrated.stderr
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "chatterwerks", "serve", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as session:
+                await wait_healthy(session, process)
+                async with session.get("/") as page:
+                    assert page.status == 200 and "/static/app.js" in await page.text()
+                async with session.get("/static/app.js") as script:
+                    assert script.status == 200 and "/api/events" in await script.text()
+        finally:
+            process.terminate()
+            output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
