@@ -6,14 +6,36 @@ import contextlib
 import math
 import os
 import resource
+import shlex
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 HOST = "127.0.0.1"  # loopback only
+PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
+
+
+def procfile_web_argv(port: int, workers: int, app: str | None = None) -> list[str]:
+    """The Procfile's `web:` command, as argv: what is measured is what runs
+    in production. Binds loopback `port`, runs `workers` workers; `app`
+    swaps the application (the bare-handler baseline), keeping the rest."""
+    for line in PROCFILE.read_text().splitlines():
+        if line.startswith("web:"):
+            argv = shlex.split(line.removeprefix("web:"))
+            break
+    else:
+        raise RuntimeError(f"no web: line in {PROCFILE}")
+    substitutes = {"0.0.0.0:$PORT": f"{HOST}:{port}", "${WEB_CONCURRENCY:-2}": str(workers)}
+    argv = [substitutes.get(arg, arg) for arg in argv]
+    argv[0] = str(Path(sys.executable).parent / argv[0])  # this venv's gunicorn
+    if app is not None:
+        argv[1] = app
+    return argv
 
 
 def percentile(sorted_values: list[float], p: float) -> float | None:

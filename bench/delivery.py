@@ -58,6 +58,7 @@ from benchlib import (
     free_port,
     fresh_database,
     percentile,
+    procfile_web_argv,
     raise_fd_limit,
     stop_process_group,
     summary_ms,
@@ -302,32 +303,14 @@ def chatterwerks_server(
     for name in ("PORT", "HOST", "WEB_CONCURRENCY"):
         env.pop(name, None)
     env.update(DATABASE_URL=database_url, **SERVER_ENV, **extra_env)
-    argv = [
-        str(VENV_BIN / "gunicorn"),
-        "chatterwerks.app:gunicorn_app",
-        "--worker-class",
-        "aiohttp.GunicornWebWorker",
-        "--bind",
-        f"{HOST}:{port}",
-        "--workers",
-        str(workers),
-    ]
+    argv = procfile_web_argv(port, workers)
     return Server("chatterwerks", argv, env, port)
 
 
 def baseline_server(port: int) -> Server:
-    argv = [
-        str(VENV_BIN / "gunicorn"),
-        "delivery:baseline_app",
-        "--pythonpath",
-        str(BENCH_DIR),
-        "--worker-class",
-        "aiohttp.GunicornWebWorker",
-        "--bind",
-        f"{HOST}:{port}",
-        "--workers",
-        "1",
-    ]
+    # The Procfile's command (worker class and all), with the bare app.
+    argv = procfile_web_argv(port, 1, app="delivery:baseline_app")
+    argv[2:2] = ["--pythonpath", str(BENCH_DIR)]
     return Server("baseline", argv, dict(os.environ), port)
 
 
@@ -1400,8 +1383,9 @@ def main(argv: list[str] | None = None) -> int:
             "asyncpg": asyncpg.__version__,
             "postgres": outcome["postgres"],
             "load_generator": f"one process, aiohttp client, {loop_name} loop, loopback only",
-            "server_command": "gunicorn chatterwerks.app:gunicorn_app --worker-class "
-            "aiohttp.GunicornWebWorker --bind 127.0.0.1:PORT --workers N",
+            "server_command": " ".join(["gunicorn", *procfile_web_argv(0, 2)[1:]]).replace(
+                f"{HOST}:0", f"{HOST}:PORT"
+            ),
             "server_env": {
                 **SERVER_ENV,
                 "note": "argon2 cost lowered so registration is fast, rate limits off; the "

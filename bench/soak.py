@@ -77,11 +77,18 @@ from typing import Any
 import aiohttp
 import asyncpg
 import psutil
-from benchlib import HOST, free_port, fresh_database, raise_fd_limit, stop_process_group, summary_ms
+from benchlib import (
+    HOST,
+    free_port,
+    fresh_database,
+    procfile_web_argv,
+    raise_fd_limit,
+    stop_process_group,
+    summary_ms,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-VENV_BIN = Path(sys.executable).parent
 PASSWORD = "soak-password-1"
 MIB = 1024 * 1024
 
@@ -142,16 +149,7 @@ class Server:
             env.pop(name, None)
         env.update(DATABASE_URL=database_url, **SERVER_ENV)
         self.env = env
-        self.argv = [
-            str(VENV_BIN / "gunicorn"),
-            "chatterwerks.app:gunicorn_app",
-            "--worker-class",
-            "aiohttp.GunicornWebWorker",
-            "--bind",
-            f"{HOST}:{port}",
-            "--workers",
-            str(workers),
-        ]
+        self.argv = procfile_web_argv(port, workers)
         self.log_path = Path(tempfile.mkstemp(prefix="chatterwerks-soak-", suffix=".log")[1])
         self.proc: subprocess.Popen[bytes] | None = None
         self.seen_workers: set[int] = set()

@@ -128,7 +128,7 @@ def configure_logging(level: str) -> None:
 
 
 async def gunicorn_app() -> web.AppRunner:
-    """Gunicorn's entry point (Procfile): aiohttp.GunicornWebWorker accepts a
+    """Gunicorn's entry point (Procfile): aiohttp's gunicorn workers accept a
     runner, which is how it gets handler cancellation."""
     settings = Settings.from_env()
     configure_logging(settings.log_level)

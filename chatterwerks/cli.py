@@ -10,6 +10,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
+import uvloop
+
 from chatterwerks import db
 from chatterwerks.config import ConfigError, Settings, redact_url
 from chatterwerks.embedded import EmbeddedPostgres
@@ -114,7 +116,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
         finally:
             await runner.cleanup()
 
-    asyncio.run(run())
+    uvloop.run(run())  # as gunicorn's workers: see the Procfile
 
 
 def _serve_gunicorn(settings: Settings, host: str, port: int, workers: int) -> None:
@@ -129,7 +131,7 @@ def _serve_gunicorn(settings: Settings, host: str, port: int, workers: int) -> N
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers)
-            self.cfg.set("worker_class", "aiohttp.GunicornWebWorker")
+            self.cfg.set("worker_class", "aiohttp.GunicornUVLoopWebWorker")  # as the Procfile
             self.cfg.set("graceful_timeout", 10)
 
         def load(self) -> object:
