@@ -58,22 +58,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)  # pages, and the 404/405 of unknown routes
     if getattr(request.match_info.handler, "public", False):
         return await handler(request)  # register, login: a stale session must not matter
-    authorization = request.headers.get("Authorization", "")
-    by_cookie = False
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            raise ApiError(401, "invalid_token", "Use 'Authorization: Bearer <token>'.")
-        token = value.strip()
-    elif SESSION_COOKIE in request.cookies:
-        token = request.cookies[SESSION_COOKIE]
-        by_cookie = True
-    else:
-        raise ApiError(
-            401, "not_signed_in", "Sign in first: send a bearer token or the session cookie."
-        )
-
-    digest = token_hash(token)
+    digest, by_cookie = _credentials(request)
     user = await _session_user(request.app, digest)
     if user is None:
         raise ApiError(
@@ -90,6 +75,23 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     request[USER] = user
     request[TOKEN_HASH] = digest
     return await handler(request)
+
+
+def _credentials(request: web.Request) -> tuple[bytes, bool]:
+    """The hash of the request's session token, and whether it came in the
+    cookie. (Its own function so that no copy of the token stays alive in
+    the middleware's frame while a long-poll waits.)"""
+    authorization = request.headers.get("Authorization", "")
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise ApiError(401, "invalid_token", "Use 'Authorization: Bearer <token>'.")
+        return token_hash(value.strip()), False
+    if SESSION_COOKIE in request.cookies:
+        return token_hash(request.cookies[SESSION_COOKIE]), True
+    raise ApiError(
+        401, "not_signed_in", "Sign in first: send a bearer token or the session cookie."
+    )
 
 
 async def _session_user(app: web.Application, digest: bytes) -> dict[str, Any] | None:

@@ -205,14 +205,19 @@ async def _sync(
     return cursor, events
 
 
-Read = Callable[[], Awaitable[Any]]
-
-
 async def _long_poll(
-    hub: Hub, user_id: int, channel_ids: Iterable[int], timeout: float, read: Read, empty: str
+    hub: Hub,
+    user_id: int,
+    channel_ids: Iterable[int],
+    timeout: float,
+    empty: str,
+    read: Callable[..., Awaitable[str | None]],
+    *args: Any,
 ) -> str:
-    """Reads, then sleeps and reads again until read() finds something (its
-    answer), time runs out or the server shuts down (`empty`)."""
+    """Calls read(*args), then sleeps and reads again until it finds something
+    (its answer), time runs out or the server shuts down (`empty`). A
+    function and its arguments rather than a closure: a parked poll holds a
+    tuple, not a function object and a cell per variable."""
     # Register first, then read: a commit between the read and the wait still
     # finds the waiter.
     waiter = hub.register(user_id, channel_ids)
@@ -220,13 +225,13 @@ async def _long_poll(
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            found = await read()
+            found = await read(*args)
             if found and hub.bursting() and timeout > 0:
                 # Under a burst, an answer right away would carry a message or
                 # two and be followed by a re-poll at once; a short linger lets
                 # one answer carry many (see hub.LINGER).
                 await asyncio.sleep(LINGER)
-                found = await read()
+                found = await read(*args)
             if found or hub.closing:
                 return found or empty
             remaining = deadline - loop.time()
@@ -263,12 +268,15 @@ def poll_events(
     if cursor_text is None:
         return _answer_now(pool, user_id)
     cursor = decode_cursor(cursor_text)
+    empty = _answer(cursor_text, [])
+    return _long_poll(
+        hub, user_id, cursor, timeout, empty, _read_events, pool, hub, user_id, cursor
+    )
 
-    async def read() -> str | None:
-        new_cursor, events = await _sync(pool, hub, user_id, cursor)
-        return _answer(encode_cursor(new_cursor), events) if events else None
 
-    return _long_poll(hub, user_id, cursor, timeout, read, _answer(cursor_text, []))
+async def _read_events(pool: asyncpg.Pool, hub: Hub, user_id: int, cursor: Cursor) -> str | None:
+    new_cursor, events = await _sync(pool, hub, user_id, cursor)
+    return _answer(encode_cursor(new_cursor), events) if events else None
 
 
 async def _answer_now(pool: asyncpg.Pool, user_id: int) -> str:
@@ -281,15 +289,18 @@ def poll_channel(
 ) -> Awaitable[str]:
     """GET /api/channels/{id}/messages?after=SEQ&wait=S: the same, for one
     channel. Awaits to JSON; a non-member gets the same 404 as everywhere."""
+    args = (pool, hub, user_id, channel_id, after, limit)
+    return _long_poll(hub, user_id, (channel_id,), wait, '{"messages": []}', _read_channel, *args)
 
-    async def read() -> str | None:
-        state, last_seqs = await _user_state(pool, hub, user_id)
-        if channel_id not in state:
-            raise channel_not_found()
-        upto = min(last_seqs[channel_id], after + limit)
-        messages = await _messages(hub, channel_id, after, upto)
-        if not messages:
-            return None
-        return '{"messages": [' + ", ".join(message.json for message in messages) + "]}"
 
-    return _long_poll(hub, user_id, (channel_id,), wait, read, '{"messages": []}')
+async def _read_channel(
+    pool: asyncpg.Pool, hub: Hub, user_id: int, channel_id: int, after: int, limit: int
+) -> str | None:
+    state, last_seqs = await _user_state(pool, hub, user_id)
+    if channel_id not in state:
+        raise channel_not_found()
+    upto = min(last_seqs[channel_id], after + limit)
+    messages = await _messages(hub, channel_id, after, upto)
+    if not messages:
+        return None
+    return '{"messages": [' + ", ".join(message.json for message in messages) + "]}"
