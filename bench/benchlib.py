@@ -119,3 +119,42 @@ def stop_process_group(proc: subprocess.Popen, timeout: float) -> int | None:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
     return proc.returncode
+
+
+async def calibrate(database_url: str, seconds: float = 3.0) -> dict[str, Any]:
+    """How fast this machine is, so that figures from different machines can
+    be compared: one core's pure-Python speed, and PostgreSQL's durable commit
+    rate for one-row inserts with a NOTIFY from 8 connections (the shape of a
+    send, without the server)."""
+    import asyncio
+    import time
+
+    import asyncpg
+
+    started = time.perf_counter()
+    sum(i * i for i in range(10**7))
+    python_s = time.perf_counter() - started
+    admin = await asyncpg.connect(database_url)
+    conns = [await asyncpg.connect(database_url) for _ in range(8)]
+    try:
+        await admin.execute("CREATE TABLE calibration (id bigserial PRIMARY KEY, t text)")
+        commits = 0
+        stop = time.monotonic() + seconds
+
+        async def insert(conn: asyncpg.Connection) -> None:
+            nonlocal commits
+            while time.monotonic() < stop:
+                await conn.execute(
+                    "INSERT INTO calibration (t) VALUES ('x'); SELECT pg_notify('calibration', 'x')"
+                )
+                commits += 1
+
+        await asyncio.gather(*(insert(conn) for conn in conns))
+        await admin.execute("DROP TABLE calibration")
+    finally:
+        for conn in (admin, *conns):
+            await conn.close()
+    return {
+        "python_sum_of_squares_1e7_s": round(python_s, 3),
+        "postgres_commits_per_s_8_clients": round(commits / seconds),
+    }

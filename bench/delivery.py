@@ -55,6 +55,7 @@ import psutil
 from aiohttp import web
 from benchlib import (
     HOST,
+    calibrate,
     free_port,
     fresh_database,
     percentile,
@@ -1137,6 +1138,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     sections = [args.only] if args.only else ["latency", "throughput", "capacity"]
     database_url = await fresh_database(args.admin_url, args.database)
     pg_settings = await server_settings(args.admin_url)
+    calibration = await calibrate(database_url)
+    log(f"machine: {calibration}")
     results: dict[str, Any] = {}
     profiler = Profiler(args.py_spy)
     users: list[User] = []
@@ -1201,7 +1204,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         profiler.stop()
         if not args.keep_database:
             await drop_database(args.admin_url, args.database)
-    return {"postgres": pg_settings, "results": results, "profiles": profiler.files}
+    return {
+        "postgres": pg_settings,
+        "calibration": calibration,
+        "results": results,
+        "profiles": profiler.files,
+    }
 
 
 def judge(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
@@ -1382,6 +1390,7 @@ def main(argv: list[str] | None = None) -> int:
             "aiohttp": aiohttp.__version__,
             "asyncpg": asyncpg.__version__,
             "postgres": outcome["postgres"],
+            "calibration": outcome["calibration"],
             "load_generator": f"one process, aiohttp client, {loop_name} loop, loopback only",
             "server_command": " ".join(["gunicorn", *procfile_web_argv(0, 2)[1:]]).replace(
                 f"{HOST}:0", f"{HOST}:PORT"
