@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import os
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -126,9 +128,6 @@ async def calibrate(database_url: str, seconds: float = 3.0) -> dict[str, Any]:
     be compared: one core's pure-Python speed, and PostgreSQL's durable commit
     rate for one-row inserts with a NOTIFY from 8 connections (the shape of a
     send, without the server)."""
-    import asyncio
-    import time
-
     import asyncpg
 
     started = time.perf_counter()
