@@ -12,6 +12,7 @@ from chatterwerks.errors import ApiError, rate_limited
 from chatterwerks.validation import (
     INT64_MAX,
     bad_input,
+    idempotency_key,
     int_value,
     json_object,
     message_text,
@@ -60,16 +61,19 @@ async def list_messages(request: web.Request) -> web.Response:
 async def send_message(request: web.Request) -> web.Response:
     channel_id = path_id(request)
     text = message_text(await json_object(request))
+    key = idempotency_key(request)
     author = current_user(request)
     app = request.app
     if wait := app[keys.LIMITERS].messages_user.take(author["id"]):
         raise rate_limited(wait, "You are sending messages too fast; wait a moment.")
 
-    async def send() -> str:
+    async def send() -> tuple[str, int]:
         async with app[keys.POOL].acquire() as conn:
-            sent = await store.send_message(conn, channel_id, author["id"], text)
+            sent = await store.send_message(conn, channel_id, author["id"], text, key)
+            if sent is None:  # a retry: the first send with this key committed
+                return await store.sent_with_key(conn, channel_id, author["id"], key), 200
             await store.otter_reply(conn, app[keys.OTTER_ID], sent, author["id"], text)
-        return sent["json"]
+        return sent["json"], 201
 
     # Shielded: a client that hangs up mid-request does not undo its message
     # (nor skip Otter's reply); the task runs to the end either way, held in
@@ -77,9 +81,9 @@ async def send_message(request: web.Request) -> web.Response:
     task = asyncio.ensure_future(send())
     _sending.add(task)
     task.add_done_callback(_sending.discard)
-    message = await asyncio.shield(task)
+    message, status = await asyncio.shield(task)
     return web.Response(
-        text='{"message": ' + message + "}", status=201, content_type="application/json"
+        text='{"message": ' + message + "}", status=status, content_type="application/json"
     )
 
 

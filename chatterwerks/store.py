@@ -134,14 +134,38 @@ async def open_direct(
 
 
 async def send_message(
-    conn: asyncpg.Connection, channel_id: int, author_id: int, text: str
-) -> asyncpg.Record:
+    conn: asyncpg.Connection,
+    channel_id: int,
+    author_id: int,
+    text: str,
+    idempotency_key: str | None = None,
+) -> asyncpg.Record | None:
     """Commits one message. The row has the message as JSON (`json`), and the
-    channel facts Otter needs (`kind`, `direct_low`, `direct_high`)."""
-    row = await conn.fetchrow(QUERIES.send_message, channel_id, author_id, text)
-    if row is None:
+    channel facts Otter needs (`kind`, `direct_low`, `direct_high`). None if
+    the author already sent a message with this idempotency key here: nothing
+    was written, and sent_with_key() has the first one."""
+    try:
+        row = await conn.fetchrow(
+            QUERIES.send_message, channel_id, author_id, text, idempotency_key
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != "messages_idempotency_key":
+            raise
+        return None  # the same key at the same moment: the other send committed
+    if row is None and idempotency_key is None:
         raise channel_not_found()
     return row
+
+
+async def sent_with_key(
+    conn: asyncpg.Connection, channel_id: int, author_id: int, idempotency_key: str
+) -> str:
+    """The message (as JSON) sent earlier with this key, or 404 as for any
+    channel the author cannot post in."""
+    found = await conn.fetchval(QUERIES.sent_with_key, channel_id, author_id, idempotency_key)
+    if found is None:
+        raise channel_not_found()
+    return found
 
 
 def _member_rows(rows: list[asyncpg.Record]) -> list[asyncpg.Record]:

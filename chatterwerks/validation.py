@@ -104,6 +104,23 @@ def message_text(body: dict[str, Any]) -> str:
     return text
 
 
+IDEMPOTENCY_KEY_MAX = 64
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    """The optional Idempotency-Key header of a send: 1-64 printable ASCII
+    characters (a UUID fits), or None."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX or not (key.isascii() and key.isprintable()):
+        raise bad_input(
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters.",
+        )
+    return key
+
+
 def int_value(raw: object, name: str, *, minimum: int = 0, maximum: int = INT64_MAX) -> int:
     """A JSON integer in range; strings, booleans and floats are refused."""
     if not isinstance(raw, int) or isinstance(raw, bool):

@@ -143,8 +143,8 @@ class ApiError extends Error {
  * Resolves with the parsed body (null for 204); rejects with ApiError, or with
  * the AbortError when `signal` aborts.
  */
-async function api(method, path, body, signal) {
-  const headers = { Accept: "application/json" };
+async function api(method, path, body, signal, extraHeaders) {
+  const headers = { Accept: "application/json", ...extraHeaders };
   if (method !== "GET" && method !== "HEAD") headers["X-Requested-With"] = "chatterwerks";
   const init = { method, headers, credentials: "same-origin", cache: "no-store", signal };
   if (body !== undefined) {
@@ -199,6 +199,7 @@ const state = {
   history: new Map(),
   members: new Map(), // id -> [User]
   drafts: new Map(), // id -> composer text
+  sendKeys: new Map(), // id -> {text, key}: the Idempotency-Key of a send not yet confirmed
   sending: false,
   pollAbort: null, // AbortController of the poll in flight
   wake: null, // resolves the backoff wait early (the browser came back online)
@@ -214,6 +215,7 @@ function resetState() {
   state.history = new Map();
   state.members = new Map();
   state.drafts = new Map();
+  state.sendKeys = new Map();
   state.sending = false;
 }
 
@@ -847,6 +849,21 @@ function onComposerKeydown(event) {
   }
 }
 
+/**
+ * The Idempotency-Key for sending `text` in a channel: the same as the last
+ * attempt's while the text is the same, so a retry after a failure (whose
+ * send may have committed before the answer was lost) posts it only once.
+ */
+function sendKeyFor(channelId, text) {
+  const held = state.sendKeys.get(channelId);
+  if (held && held.text === text) return held.key;
+  // crypto.randomUUID() exists only on HTTPS and localhost; this works on plain HTTP too.
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  const key = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  state.sendKeys.set(channelId, { text, key });
+  return key;
+}
+
 async function sendMessage(event) {
   event.preventDefault();
   const input = $("composer-input");
@@ -859,7 +876,11 @@ async function sendMessage(event) {
   updateSendButton();
   $("composer-error").textContent = "";
   try {
-    const { message } = await api("POST", `/api/channels/${id}/messages`, { text });
+    const key = sendKeyFor(id, text);
+    const { message } = await api("POST", `/api/channels/${id}/messages`, { text }, undefined, {
+      "Idempotency-Key": key,
+    });
+    if (state.sendKeys.get(id)?.key === key) state.sendKeys.delete(id);
     if (gen !== state.gen) return;
     // Clear only what was sent: the reader may have switched channel or typed on.
     if (state.currentId === id) {

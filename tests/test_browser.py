@@ -269,6 +269,47 @@ async def test_otter_answers_on_the_page(browser: Browser, base_url: str, make_u
     problems.check()
 
 
+async def test_a_send_whose_answer_was_lost_posts_once_on_retry(
+    browser: Browser, base_url: str, make_user: Any, home_id: int
+) -> None:
+    """The send reaches the server and commits, but the page gets a 503 (a
+    proxy timed out, say). Pressing Enter again resends with the same
+    Idempotency-Key, so the message is there once, not twice."""
+    alice = await make_user("alice")
+    page, problems = await open_chat(browser, base_url, alice)
+    keys_sent: list[str | None] = []
+    page.on(
+        "request",
+        lambda r: (
+            keys_sent.append(r.headers.get("idempotency-key"))
+            if r.method == "POST" and r.url.endswith(f"/api/channels/{home_id}/messages")
+            else None
+        ),
+    )
+
+    async def commit_then_lose_the_answer(route: Any) -> None:
+        await route.fetch()  # the server commits the message
+        await route.fulfill(status=503, json={"error": {"code": "x", "message": "Lost."}})
+
+    await page.route("**/api/channels/*/messages", commit_then_lose_the_answer, times=1)
+    box = page.locator("#composer-input")
+    await box.fill("exactly once, please")
+    await box.press("Enter")
+    await expect(page.locator("#composer-error")).to_contain_text("Lost.")
+    await expect(box).to_have_value("exactly once, please")
+    await box.press("Enter")
+    await expect(box).to_have_value("")
+    assert len(keys_sent) >= 2 and keys_sent[0] and len(set(keys_sent)) == 1, keys_sent
+    stored = (await alice.get(f"/api/channels/{home_id}/messages"))["messages"]
+    assert [m["text"] for m in stored].count("exactly once, please") == 1
+    await expect(page.locator(".msg-text", has_text="exactly once, please")).to_have_count(1)
+    # A new text is a new message, under a new key.
+    await send(page, "and this one too")
+    assert len(set(keys_sent)) == 2, keys_sent
+    problems.errors = [e for e in problems.errors if "503" not in e]
+    problems.check()
+
+
 async def test_markup_in_a_message_is_only_text(
     browser: Browser, base_url: str, make_user: Any
 ) -> None:

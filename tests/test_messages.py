@@ -153,7 +153,9 @@ async def test_concurrent_senders_get_gapless_seqs(app, settings, make_user):
 
         async def direct_send(i):
             async with other.acquire() as conn:
-                row = await conn.fetchrow(QUERIES.send_message, cid, users[0].id, f"direct-{i}")
+                row = await conn.fetchrow(
+                    QUERIES.send_message, cid, users[0].id, f"direct-{i}", None
+                )
                 return row["seq"]
 
         results = await asyncio.gather(
@@ -243,3 +245,87 @@ async def test_send_completes_when_the_client_hangs_up(app, client, make_user, h
             break
         await asyncio.sleep(0.05)
     assert "sent while hanging up" in texts
+
+
+async def send_keyed(user, channel_id, text, key, expect):
+    """POST a message with an Idempotency-Key header; returns the body."""
+    response = await user.client.post(
+        f"/api/channels/{channel_id}/messages",
+        json={"text": text},
+        headers={**user.headers, "Idempotency-Key": key},
+    )
+    body = await response.json()
+    assert response.status == expect, (response.status, body)
+    return body
+
+
+async def test_a_retried_send_with_its_idempotency_key_posts_once(make_user, home_id):
+    alice, bob = await make_user("alice"), await make_user("bob")
+    cid = await group(alice, "bob")
+    first = (await send_keyed(alice, cid, "only once", "k-1", 201))["message"]
+    again = (await send_keyed(alice, cid, "only once", "k-1", 200))["message"]
+    assert again == first
+    # The stored message is what counts: a retry cannot rewrite it.
+    assert (await send_keyed(alice, cid, "edited?", "k-1", 200))["message"] == first
+    # The key is the author's, in this channel: bob's k-1, another channel's
+    # k-1 and a new key are new messages.
+    assert (await send_keyed(bob, cid, "mine", "k-1", 201))["message"]["seq"] == 2
+    assert (await send_keyed(alice, home_id, "elsewhere", "k-1", 201))["message"][
+        "channel_id"
+    ] == home_id
+    assert (await send_keyed(alice, cid, "only once", "k-2", 201))["message"]["seq"] == 3
+    page = await alice.get(f"/api/channels/{cid}/messages")
+    assert [m["text"] for m in page["messages"]] == ["only once", "mine", "only once"]
+    # No seq was spent on the replays: the next plain send is 4.
+    assert (await alice.send(cid, "plain"))["seq"] == 4
+
+
+async def test_concurrent_sends_with_one_key_commit_one_message(make_user):
+    alice = await make_user("alice")
+    cid = await group(alice)
+    answers = await asyncio.gather(
+        *(
+            alice.client.post(
+                f"/api/channels/{cid}/messages",
+                json={"text": "at the same moment"},
+                headers={**alice.headers, "Idempotency-Key": "same"},
+            )
+            for _ in range(8)
+        )
+    )
+    statuses = sorted(r.status for r in answers)
+    bodies = [await r.json() for r in answers]
+    assert statuses == [200] * 7 + [201], bodies
+    assert len({b["message"]["id"] for b in bodies}) == 1
+    page = await alice.get(f"/api/channels/{cid}/messages")
+    assert [m["seq"] for m in page["messages"]] == [1]
+    assert (await alice.send(cid, "next"))["seq"] == 2  # gapless: no bump leaked
+
+
+async def test_otter_answers_a_keyed_question_once(make_user, home_id):
+    alice = await make_user("alice")
+    before = len((await alice.get(f"/api/channels/{home_id}/messages?limit=200"))["messages"])
+    for status in (201, 200, 200):
+        await send_keyed(alice, home_id, "Hey Otter, 6 times 7", "ask-1", status)
+    page = (await alice.get(f"/api/channels/{home_id}/messages?limit=200"))["messages"]
+    assert len(page) == before + 2  # the question and one answer
+    assert "42" in page[-1]["text"] and page[-1]["author"]["is_bot"]
+
+
+async def test_idempotency_key_is_checked(make_user):
+    alice, mallory = await make_user("alice"), await make_user("mallory")
+    cid = await group(alice)
+    for bad in ("", "x" * 65, "tab\there", "é"):
+        response = await alice.client.post(
+            f"/api/channels/{cid}/messages",
+            json={"text": "hi"},
+            headers={**alice.headers, "Idempotency-Key": bad.encode().decode("latin-1")},
+        )
+        assert response.status == 400, bad
+        assert_error(await response.json(), "invalid_idempotency_key")
+    await send_keyed(alice, cid, "secret", "k", 201)
+    # A non-member learns nothing from a key, used or not.
+    for key in ("k", "unused"):
+        assert_error(await send_keyed(mallory, cid, "hi", key, 404), "channel_not_found")
+    page = await alice.get(f"/api/channels/{cid}/messages")
+    assert [m["text"] for m in page["messages"]] == ["secret"]

@@ -7,7 +7,10 @@
 --   3. insert the message and NOTIFY, which is delivered at commit. The
 --      payload carries the message itself ('M:<channel>:<seq>:<json>') when
 --      it fits in NOTIFY's 8000 bytes, else only its place ('m:...').
--- No row back means: no such channel, or the author is not a member.
+-- $4 is the Idempotency-Key or NULL. No row back means: no such channel, the
+-- author is not a member, or a message with this key is there already
+-- (sent_with_key tells which). Two sends with one key at the same moment:
+-- the second fails on the unique index and its seq bump rolls back with it.
 WITH member AS (
     SELECT 1 FROM subscriptions
     WHERE channel_id = $1 AND user_id = $2
@@ -15,10 +18,14 @@ WITH member AS (
 ), bumped AS (
     UPDATE channels SET last_seq = last_seq + 1
     WHERE id = $1 AND EXISTS (SELECT 1 FROM member)
+      AND NOT EXISTS (
+          SELECT 1 FROM messages
+          WHERE channel_id = $1 AND author_id = $2 AND idempotency_key = $4::text
+      )
     RETURNING id, last_seq, kind, direct_low, direct_high
 ), inserted AS (
-    INSERT INTO messages (channel_id, seq, author_id, text)
-    SELECT id, last_seq, $2, $3 FROM bumped
+    INSERT INTO messages (channel_id, seq, author_id, text, idempotency_key)
+    SELECT id, last_seq, $2, $3, $4::text FROM bumped
     RETURNING id, channel_id, seq, author_id, text, created_at
 ), shaped AS (
     SELECT i.channel_id, i.seq,
@@ -36,6 +43,16 @@ SELECT s.channel_id, s.seq, s.json, b.kind, b.direct_low, b.direct_high,
            END
        ) AS notified
 FROM shaped s, bumped b;
+
+-- name: sent_with_key
+-- The message that $2 already sent to channel $1 with Idempotency-Key $3, as
+-- JSON, while $2 is still a member (else no row).
+SELECT message_json(m.id, m.channel_id, m.seq, u.id, u.username, u.is_bot, m.text, m.created_at)
+           AS json
+FROM messages m
+JOIN users u ON u.id = m.author_id
+WHERE m.channel_id = $1 AND m.author_id = $2 AND m.idempotency_key = $3
+  AND EXISTS (SELECT 1 FROM subscriptions WHERE channel_id = $1 AND user_id = $2);
 
 -- name: history
 -- One page of a channel, newest first (the caller reverses it), before seq $3,
