@@ -16,6 +16,10 @@ import pytest
 from helpers import free_port
 
 from chatterwerks.config import ConfigError, Settings, redact_url
+from chatterwerks.db import migration_files
+
+# Every numbered script in sql/, in order.
+MIGRATIONS = [version for version, _, _ in migration_files()]
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
@@ -54,7 +58,7 @@ async def test_migrate_twice_changes_nothing(database_url):
         ]
     finally:
         await conn.close()
-    assert versions == [1, 2, 3]
+    assert versions == MIGRATIONS
 
 
 async def test_migrate_from_empty_and_concurrently(pg_server):
@@ -80,10 +84,13 @@ async def test_migrate_from_empty_and_concurrently(pg_server):
         ]
         outputs = [p.communicate(timeout=60) for p in procs]
         assert all(p.returncode == 0 for p in procs), outputs
-        assert sorted(out for out, _ in outputs)[0].startswith("applied 0 migration(s)")
+        first, second = sorted(out for out, _ in outputs)
+        assert first.startswith("applied 0 migration(s)")
+        assert second.startswith(f"applied {len(MIGRATIONS)} migration(s)"), second
         conn = await asyncpg.connect(url)
         try:
-            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 3
+            versions = await conn.fetch("SELECT version FROM schema_migrations ORDER BY 1")
+            assert [r["version"] for r in versions] == MIGRATIONS
             assert await conn.fetchval("SELECT count(*) FROM channels WHERE kind = 'home'") == 1
             assert await conn.fetchval("SELECT count(*) FROM users WHERE username = 'otter'") == 1
         finally:
