@@ -130,6 +130,19 @@ async def send(page: Page, text: str) -> None:
     await expect(box).to_have_value("")
 
 
+async def send_fail_then_retry(page: Page, text: str, error: str) -> None:
+    """Sends `text` while the next send is made to fail: the error shows, the
+    text stays; Enter again sends it and clears the composer."""
+    box = page.locator("#composer-input")
+    await box.fill(text)
+    await box.press("Enter")
+    await expect(page.locator("#composer-error")).to_contain_text(error)
+    await expect(box).to_have_value(text)
+    await box.press("Enter")
+    await expect(box).to_have_value("")
+    await expect(page.locator("#composer-error")).to_be_empty()
+
+
 async def test_register_sign_out_and_sign_in(browser: Browser, base_url: str) -> None:
     _, page, problems = await new_page(browser, base_url)
     await expect(page.locator("#auth")).to_be_visible()
@@ -255,14 +268,7 @@ async def test_otter_answers_on_the_page(browser: Browser, base_url: str, make_u
         ),
         times=1,
     )
-    box = page.locator("#composer-input")
-    await box.fill("Hey Otter, 6 times 7")
-    await box.press("Enter")
-    await expect(page.locator("#composer-error")).to_contain_text("Try later.")
-    await expect(box).to_have_value("Hey Otter, 6 times 7")
-    await box.press("Enter")
-    await expect(box).to_have_value("")
-    await expect(page.locator("#composer-error")).to_be_empty()
+    await send_fail_then_retry(page, "Hey Otter, 6 times 7", "Try later.")
     reply = page.locator("#message-list li.msg.bot").last
     await expect(reply.locator(".msg-text")).to_contain_text("42")
     await expect(reply.locator(".tag-bot")).to_be_visible()
@@ -292,13 +298,7 @@ async def test_a_send_whose_answer_was_lost_posts_once_on_retry(
         await route.fulfill(status=503, json={"error": {"code": "x", "message": "Lost."}})
 
     await page.route("**/api/channels/*/messages", commit_then_lose_the_answer, times=1)
-    box = page.locator("#composer-input")
-    await box.fill("exactly once, please")
-    await box.press("Enter")
-    await expect(page.locator("#composer-error")).to_contain_text("Lost.")
-    await expect(box).to_have_value("exactly once, please")
-    await box.press("Enter")
-    await expect(box).to_have_value("")
+    await send_fail_then_retry(page, "exactly once, please", "Lost.")
     assert len(keys_sent) >= 2 and keys_sent[0] and len(set(keys_sent)) == 1, keys_sent
     stored = (await alice.get(f"/api/channels/{home_id}/messages"))["messages"]
     assert [m["text"] for m in stored].count("exactly once, please") == 1
