@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from chatterwerks import keys, store
+from chatterwerks import keys
 from chatterwerks.auth import current_user
-from chatterwerks.db import QUERIES
-from chatterwerks.shapes import channel_json
+from chatterwerks.store import channels
 from chatterwerks.validation import (
     CHANNEL_NAME_MAX_CHARS,
     DESCRIPTION_MAX_CHARS,
@@ -25,9 +24,8 @@ MAX_INITIAL_MEMBERS = 100
 
 @routes.get("/api/channels")
 async def list_channels(request: web.Request) -> web.Response:
-    async with request.app[keys.POOL].acquire() as conn:
-        rows = await conn.fetch(QUERIES.list_channels, current_user(request)["id"])
-    return web.json_response({"channels": [channel_json(row) for row in rows]})
+    found = await channels.list_channels(request.app[keys.POOL], current_user(request)["id"])
+    return web.json_response({"channels": found})
 
 
 @routes.post("/api/channels")
@@ -50,19 +48,17 @@ async def create_channel(request: web.Request) -> web.Response:
             "invalid_members", f"members must be a list of at most {MAX_INITIAL_MEMBERS} usernames."
         )
     members = [username_value(member, "members") for member in members]
-    async with request.app[keys.POOL].acquire() as conn:
-        channel = await store.create_group(
-            conn, current_user(request)["id"], name, description, members
-        )
+    channel = await channels.create_group(
+        request.app[keys.POOL], current_user(request)["id"], name, description, members
+    )
     return web.json_response({"channel": channel}, status=201)
 
 
 @routes.get("/api/channels/{id}")
 async def get_channel(request: web.Request) -> web.Response:
-    async with request.app[keys.POOL].acquire() as conn:
-        channel = await store.channel_with_members(
-            conn, current_user(request)["id"], path_id(request)
-        )
+    channel = await channels.channel_with_members(
+        request.app[keys.POOL], current_user(request)["id"], path_id(request)
+    )
     return web.json_response({"channel": channel})
 
 
@@ -70,8 +66,9 @@ async def get_channel(request: web.Request) -> web.Response:
 async def add_member(request: web.Request) -> web.Response:
     channel_id = path_id(request)
     username = username_field(await json_object(request))
-    async with request.app[keys.POOL].acquire() as conn:
-        channel = await store.add_member(conn, channel_id, current_user(request)["id"], username)
+    channel = await channels.add_member(
+        request.app[keys.POOL], channel_id, current_user(request)["id"], username
+    )
     return web.json_response({"channel": channel})
 
 
@@ -79,14 +76,16 @@ async def add_member(request: web.Request) -> web.Response:
 async def remove_member(request: web.Request) -> web.Response:
     channel_id = path_id(request)
     username = username_value(request.match_info["username"])
-    async with request.app[keys.POOL].acquire() as conn:
-        await store.remove_member(conn, channel_id, current_user(request)["id"], username)
+    await channels.remove_member(
+        request.app[keys.POOL], channel_id, current_user(request)["id"], username
+    )
     return web.Response(status=204)
 
 
 @routes.post("/api/direct")
 async def open_direct(request: web.Request) -> web.Response:
     username = username_field(await json_object(request))
-    async with request.app[keys.POOL].acquire() as conn:
-        channel, created = await store.open_direct(conn, current_user(request)["id"], username)
+    channel, created = await channels.open_direct(
+        request.app[keys.POOL], current_user(request)["id"], username
+    )
     return web.json_response({"channel": channel}, status=201 if created else 200)

@@ -6,9 +6,10 @@ import asyncio
 
 from aiohttp import web
 
-from chatterwerks import events, keys, store
+from chatterwerks import events, keys
 from chatterwerks.auth import current_user
 from chatterwerks.errors import ApiError, rate_limited
+from chatterwerks.store import channels, messages
 from chatterwerks.validation import (
     INT64_MAX,
     bad_input,
@@ -23,7 +24,7 @@ from chatterwerks.validation import (
 
 routes = web.RouteTableDef()
 DEFAULT_PAGE = 50
-_sending: set[asyncio.Future[str]] = set()
+_sending: set[asyncio.Future[tuple[str, bool]]] = set()
 
 
 def _check_poll_cap(request: web.Request, user_id: int) -> None:
@@ -41,20 +42,24 @@ def _check_poll_cap(request: web.Request, user_id: int) -> None:
 async def list_messages(request: web.Request) -> web.Response:
     channel_id = path_id(request)
     user_id = current_user(request)["id"]
-    limit = query_int(request, "limit", DEFAULT_PAGE, minimum=1, clamp_to=store.HISTORY_MAX)
+    limit = query_int(request, "limit", DEFAULT_PAGE, minimum=1, clamp_to=messages.HISTORY_MAX)
     if "after" in request.query:
         after = query_int(request, "after", 0)
         settings = request.app[keys.SETTINGS]
         wait = query_seconds(request, "wait", 0.0, settings.poll_max_timeout)
         _check_poll_cap(request, user_id)
         body = await events.poll_channel(
-            request.app[keys.POOL], request.app[keys.HUB], user_id, channel_id, after, wait, limit
+            request.app[keys.HUB], user_id, channel_id, after, wait, limit
         )
         return web.Response(text=body, content_type="application/json")
     before = query_int(request, "before", INT64_MAX, minimum=1)
-    async with request.app[keys.POOL].acquire() as conn:
-        messages, has_more = await store.history(conn, channel_id, user_id, before, limit)
-    return web.json_response({"messages": messages, "has_more": has_more})
+    page, has_more = await messages.history(
+        request.app[keys.POOL], channel_id, user_id, before, limit
+    )
+    body = (
+        '{"messages": [' + ", ".join(page) + '], "has_more": ' + ("true" if has_more else "false")
+    )
+    return web.Response(text=body + "}", content_type="application/json")
 
 
 @routes.post("/api/channels/{id}/messages")
@@ -67,23 +72,19 @@ async def send_message(request: web.Request) -> web.Response:
     if wait := app[keys.LIMITERS].messages_user.take(author["id"]):
         raise rate_limited(wait, "You are sending messages too fast; wait a moment.")
 
-    async def send() -> tuple[str, int]:
-        async with app[keys.POOL].acquire() as conn:
-            sent = await store.send_message(conn, channel_id, author["id"], text, key)
-            if sent is None:  # a retry: the first send with this key committed
-                return await store.sent_with_key(conn, channel_id, author["id"], key), 200
-            await store.otter_reply(conn, app[keys.OTTER_ID], sent, author["id"], text)
-        return sent["json"], 201
-
     # Shielded: a client that hangs up mid-request does not undo its message
     # (nor skip Otter's reply); the task runs to the end either way, held in
     # _sending meanwhile (the loop itself keeps only weak references).
-    task = asyncio.ensure_future(send())
+    task = asyncio.ensure_future(
+        messages.send(app[keys.POOL], channel_id, author["id"], text, key, app[keys.OTTER_ID])
+    )
     _sending.add(task)
     task.add_done_callback(_sending.discard)
-    message, status = await asyncio.shield(task)
+    message, created = await asyncio.shield(task)
     return web.Response(
-        text='{"message": ' + message + "}", status=status, content_type="application/json"
+        text='{"message": ' + message + "}",
+        status=201 if created else 200,
+        content_type="application/json",
     )
 
 
@@ -94,8 +95,7 @@ async def mark_read(request: web.Request) -> web.Response:
     if body.get("seq") is None:
         raise bad_input("missing_seq", "seq is required.")
     seq = int_value(body["seq"], "seq")
-    async with request.app[keys.POOL].acquire() as conn:
-        await store.mark_read(conn, channel_id, current_user(request)["id"], seq)
+    await channels.mark_read(request.app[keys.POOL], channel_id, current_user(request)["id"], seq)
     return web.Response(status=204)
 
 

@@ -16,10 +16,11 @@ from chatterwerks.auth import auth_middleware
 from chatterwerks.config import Settings, redact_url
 from chatterwerks.embedded import EmbeddedPostgres
 from chatterwerks.errors import error_middleware
-from chatterwerks.hub import Hub
 from chatterwerks.passwords import PasswordHasher
 from chatterwerks.ratelimit import Limiters
+from chatterwerks.realtime import Hub
 from chatterwerks.sessions import SessionCache
+from chatterwerks.store import accounts
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,7 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.DATABASE_URL], settings.pool_min_size, settings.pool_max_size
     )
     app[keys.POOL] = pool
-    async with pool.acquire() as conn:
-        otter_id = await conn.fetchval(db.QUERIES.otter_id)
+    otter_id = await accounts.otter_id(pool)
     if otter_id is None:
         await pool.close()
         raise db.DatabaseUnavailable("the schema is missing: run `chatterwerks migrate` first")
@@ -95,6 +95,7 @@ async def create_app(settings: Settings | None = None) -> web.Application:
     app[keys.SESSIONS] = SessionCache()
     app[keys.LIMITERS] = Limiters(
         settings.limit_login_address,
+        settings.limit_login_failures,
         settings.limit_login_username,
         settings.limit_register_address,
         settings.limit_messages_user,

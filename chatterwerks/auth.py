@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from chatterwerks import keys
-from chatterwerks.db import QUERIES
 from chatterwerks.errors import ApiError, Handler
+from chatterwerks.store import accounts
 
 SESSION_COOKIE = "chatterwerks_session"
 # A cross-site form cannot set a custom header, and a cross-site fetch that
@@ -101,10 +101,7 @@ async def _session_user(app: web.Application, digest: bytes) -> dict[str, Any] |
     if user is not None:
         return user
     version = sessions.version()
-    async with app[keys.POOL].acquire() as conn:
-        row = await conn.fetchrow(
-            QUERIES.session_user, digest, app[keys.SETTINGS].session_idle_days
-        )
+    row = await accounts.session_user(app[keys.POOL], digest, app[keys.SETTINGS].session_idle_days)
     if row is None:
         return None
     user = {"id": row["id"], "username": row["username"], "is_bot": row["is_bot"]}

@@ -38,7 +38,11 @@ class Settings:
     log_level: str = "INFO"
     # Rate limits, "BURST/SECONDS" in the environment ("off" disables one).
     limit_login_address: Limit | None = Limit(20, 3.0)  # all sign-in attempts per address
-    limit_login_username: Limit | None = Limit(10, 30.0)  # failed sign-ins per username
+    # Failed sign-ins per (username, address), and, looser, per username from
+    # any address: guessing stays slow, and one attacker's address cannot lock
+    # the owner out.
+    limit_login_failures: Limit | None = Limit(10, 30.0)
+    limit_login_username: Limit | None = Limit(50, 10.0)
     limit_register_address: Limit | None = Limit(5, 60.0)
     limit_messages_user: Limit | None = Limit(30, 0.2)  # a burst of 30, then 5 a second
     # Parked long-polls per user in one process: a script cannot hold 10,000.
@@ -115,6 +119,9 @@ class Settings:
             log_level=(env.get("CHATTERWERKS_LOG_LEVEL") or defaults.log_level).upper(),
             limit_login_address=limit(
                 "CHATTERWERKS_LIMIT_LOGIN_ADDRESS", defaults.limit_login_address
+            ),
+            limit_login_failures=limit(
+                "CHATTERWERKS_LIMIT_LOGIN_FAILURES", defaults.limit_login_failures
             ),
             limit_login_username=limit(
                 "CHATTERWERKS_LIMIT_LOGIN_USERNAME", defaults.limit_login_username

@@ -1,4 +1,5 @@
-"""The one JSON error shape of API.md, and the middleware that guarantees it on /api."""
+"""The one JSON error shape (docs/api.md), the domain errors the store raises,
+and the middleware that turns both, and every other failure on /api, into it."""
 
 from __future__ import annotations
 
@@ -44,6 +45,42 @@ class ApiError(web.HTTPException):
         self.code = code
 
 
+class DomainError(Exception):
+    """A rule of the chat said no. Raised by the store, which knows nothing of
+    HTTP; the error middleware answers it with `status` and the error shape."""
+
+    status = 400
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Invalid(DomainError):
+    """The request is well-formed but asks for something that cannot be."""
+
+    status = 400
+
+
+class Forbidden(DomainError):
+    """A member asks for something their role does not allow."""
+
+    status = 403
+
+
+class NotFound(DomainError):
+    """No such thing, or not one the asker may see (the same answer for both)."""
+
+    status = 404
+
+
+class Conflict(DomainError):
+    """It exists already (a name taken)."""
+
+    status = 409
+
+
 def rate_limited(retry_after: int, message: str = "Too many requests; slow down.") -> ApiError:
     return ApiError(429, "rate_limited", message, headers={"Retry-After": str(retry_after)})
 
@@ -84,6 +121,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as exc:
         status = exc.status
         raise
+    except DomainError as exc:
+        status = exc.status
+        return error_response(exc.status, exc.code, exc.message)
     except web.HTTPException as exc:
         status = exc.status
         if not request.path.startswith("/api/") or exc.status < 400:

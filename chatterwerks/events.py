@@ -1,5 +1,7 @@
 """Long-polls: GET /api/events for all of a user's channels, and the
-per-channel ?after=&wait= form. See ARCHITECTURE.md, "Delivery".
+per-channel ?after=&wait= form (docs/architecture.md, "Delivery"). This
+module encodes cursors and runs the poll loop; what a poll reads, and when
+it wakes, is the hub's (realtime/).
 
 The events cursor is held by the client, so any process can answer any poll.
 It records, per subscribed channel: the membership id (a re-join is a new
@@ -13,37 +15,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import dataclasses
-import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import asyncpg
 
-from chatterwerks.db import QUERIES
 from chatterwerks.errors import ApiError
-from chatterwerks.hub import LINGER, CachedMessage, Hub, Membership, UserState
-from chatterwerks.shapes import channel_json
-from chatterwerks.store import channel_not_found
+from chatterwerks.realtime import Cursor, Hub, Position
+from chatterwerks.store import channels
 
 CURSOR_VERSION = 1
 # aiohttp (like most proxies) caps a request line at 8 KiB; a cursor is about
 # 12 bytes a channel, so this holds some 450 channels per user.
 MAX_CURSOR_CHARS = 8_000
-# Bounded pages: a client far behind gets this many messages per answer and
-# its next poll answers at once.
-PAGE_MESSAGES = 500
-PAGE_PER_CHANNEL = 200
-
-
-@dataclasses.dataclass(slots=True)
-class Position:
-    subscription_id: int
-    seq: int
-    read_seq: int
-
-
-Cursor = dict[int, Position]  # channel id -> position
 
 
 def invalid_cursor() -> ApiError:
@@ -113,9 +97,9 @@ def _read_varints(data: bytes, start: int) -> list[int]:
     return values
 
 
-async def current_cursor(conn: asyncpg.Connection, user_id: int) -> str:
-    """A cursor at "now": every membership, at its channel's newest message."""
-    rows = await conn.fetch(QUERIES.sync_state, user_id)
+def cursor_from_state(rows: Iterable[Any]) -> str:
+    """A cursor at "now" from the store's sync_state rows: every membership,
+    at its channel's newest message."""
     return encode_cursor(
         {
             row["channel_id"]: Position(
@@ -124,85 +108,6 @@ async def current_cursor(conn: asyncpg.Connection, user_id: int) -> str:
             for row in rows
         }
     )
-
-
-async def _user_state(
-    pool: asyncpg.Pool, hub: Hub, user_id: int
-) -> tuple[UserState, dict[int, int]]:
-    """The user's memberships and their channels' newest seqs: from the hub's
-    caches when they hold them (no database at all), else read and cached."""
-    state = hub.user_state(user_id)
-    if state is not None:
-        last_seqs = {channel_id: hub.channel_seqs.get(channel_id) for channel_id in state}
-        if None not in last_seqs.values():
-            return state, last_seqs  # type: ignore[return-value]
-    version = hub.snapshot_version(user_id)
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(QUERIES.sync_state, user_id)
-    state = {
-        row["channel_id"]: Membership(
-            row["subscription_id"], row["joined_seq"], row["last_read_seq"]
-        )
-        for row in rows
-    }
-    last_seqs = {row["channel_id"]: row["last_seq"] for row in rows}
-    hub.remember(user_id, version, state, last_seqs)
-    return state, last_seqs
-
-
-async def _messages(hub: Hub, channel_id: int, after: int, upto: int) -> list[CachedMessage]:
-    """Messages after seq `after`, up to `upto`, from the shared cache when it
-    has them: one database read serves every poll of this process."""
-    if upto <= after:
-        return []
-    cached = hub.cache.cached(channel_id, after, upto)
-    if cached:
-        return cached
-    if hub.prefetching(channel_id) and hub.cache.newest(channel_id) == after:
-        return []  # the next message is being read; its arrival wakes us
-    return await hub.cache.range(channel_id, after, upto)
-
-
-async def _sync(
-    pool: asyncpg.Pool, hub: Hub, user_id: int, cursor: Cursor
-) -> tuple[Cursor, list[str]]:
-    """Everything past the cursor: a new cursor and the events, as JSON."""
-    state, last_seqs = await _user_state(pool, hub, user_id)
-    cursor = {c: Position(p.subscription_id, p.seq, p.read_seq) for c, p in cursor.items()}
-    events: list[str] = []
-    for channel_id, position in list(cursor.items()):
-        membership = state.get(channel_id)
-        if membership is None or membership.subscription_id != position.subscription_id:
-            del cursor[channel_id]
-            events.append(json.dumps({"type": "channel_removed", "channel_id": channel_id}))
-    added = [channel_id for channel_id in state if channel_id not in cursor]
-    if added:
-        async with pool.acquire() as conn:
-            rows = await conn.fetch(QUERIES.channels_by_ids, user_id, added)
-        for row in rows:
-            cursor[row["id"]] = Position(
-                row["subscription_id"], row["joined_seq"], row["last_read_seq"]
-            )
-            last_seqs[row["id"]] = max(last_seqs.get(row["id"], 0), row["last_seq"])
-            events.append(json.dumps({"type": "channel_added", "channel": channel_json(row)}))
-    for channel_id, position in cursor.items():
-        membership = state.get(channel_id)
-        if membership is not None and membership.last_read_seq > position.read_seq:
-            position.read_seq = membership.last_read_seq
-            events.append(
-                json.dumps({"type": "read", "channel_id": channel_id, "seq": position.read_seq})
-            )
-    budget = PAGE_MESSAGES
-    for channel_id in sorted(cursor):
-        position = cursor[channel_id]
-        upto = min(last_seqs[channel_id], position.seq + min(PAGE_PER_CHANNEL, budget))
-        for message in await _messages(hub, channel_id, position.seq, upto):
-            position.seq = message.seq
-            events.append('{"type": "message", "message": ' + message.json + "}")
-            budget -= 1
-        if budget <= 0:
-            break
-    return cursor, events
 
 
 async def _long_poll(
@@ -226,11 +131,11 @@ async def _long_poll(
         deadline = loop.time() + timeout
         while True:
             found = await read(*args)
-            if found and hub.bursting() and timeout > 0:
+            if found and timeout > 0 and (linger := hub.linger(channel_ids)):
                 # Under a burst, an answer right away would carry a message or
                 # two and be followed by a re-poll at once; a short linger lets
-                # one answer carry many (see hub.LINGER).
-                await asyncio.sleep(LINGER)
+                # one answer carry many (realtime/waiters.py).
+                await asyncio.sleep(linger)
                 found = await read(*args)
             if found or hub.closing:
                 return found or empty
@@ -269,38 +174,33 @@ def poll_events(
         return _answer_now(pool, user_id)
     cursor = decode_cursor(cursor_text)
     empty = _answer(cursor_text, [])
-    return _long_poll(
-        hub, user_id, cursor, timeout, empty, _read_events, pool, hub, user_id, cursor
-    )
+    return _long_poll(hub, user_id, cursor, timeout, empty, _read_events, hub, user_id, cursor)
 
 
-async def _read_events(pool: asyncpg.Pool, hub: Hub, user_id: int, cursor: Cursor) -> str | None:
-    new_cursor, events = await _sync(pool, hub, user_id, cursor)
+async def _read_events(hub: Hub, user_id: int, cursor: Cursor) -> str | None:
+    new_cursor, events = await hub.read(user_id, cursor)
     return _answer(encode_cursor(new_cursor), events) if events else None
 
 
 async def _answer_now(pool: asyncpg.Pool, user_id: int) -> str:
-    async with pool.acquire() as conn:
-        return _answer(await current_cursor(conn, user_id), [])
+    return _answer(cursor_from_state(await channels.sync_state(pool, user_id)), [])
 
 
 def poll_channel(
-    pool: asyncpg.Pool, hub: Hub, user_id: int, channel_id: int, after: int, wait: float, limit: int
+    hub: Hub, user_id: int, channel_id: int, after: int, wait: float, limit: int
 ) -> Awaitable[str]:
     """GET /api/channels/{id}/messages?after=SEQ&wait=S: the same, for one
     channel. Awaits to JSON; a non-member gets the same 404 as everywhere."""
-    args = (pool, hub, user_id, channel_id, after, limit)
+    args = (hub, user_id, channel_id, after, limit)
     return _long_poll(hub, user_id, (channel_id,), wait, '{"messages": []}', _read_channel, *args)
 
 
 async def _read_channel(
-    pool: asyncpg.Pool, hub: Hub, user_id: int, channel_id: int, after: int, limit: int
+    hub: Hub, user_id: int, channel_id: int, after: int, limit: int
 ) -> str | None:
-    state, last_seqs = await _user_state(pool, hub, user_id)
-    if channel_id not in state:
-        raise channel_not_found()
-    upto = min(last_seqs[channel_id], after + limit)
-    messages = await _messages(hub, channel_id, after, upto)
+    messages = await hub.read_channel(user_id, channel_id, after, limit)
+    if messages is None:
+        raise channels.channel_not_found()
     if not messages:
         return None
     return '{"messages": [' + ", ".join(message.json for message in messages) + "]}"

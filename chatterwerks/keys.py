@@ -6,9 +6,9 @@ import asyncpg
 from aiohttp import web
 
 from chatterwerks.config import Settings
-from chatterwerks.hub import Hub
 from chatterwerks.passwords import PasswordHasher
 from chatterwerks.ratelimit import Limiters
+from chatterwerks.realtime import Hub
 from chatterwerks.sessions import SessionCache
 
 SETTINGS = web.AppKey("settings", Settings)

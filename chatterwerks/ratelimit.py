@@ -80,11 +80,29 @@ class Limiters:
     def __init__(
         self,
         login_address: Limit | None,
+        login_failures: Limit | None,
         login_username: Limit | None,
         register_address: Limit | None,
         messages_user: Limit | None,
     ) -> None:
         self.login_address = RateLimiter(login_address)
+        self.login_failures = RateLimiter(login_failures)
         self.login_username = RateLimiter(login_username)
         self.register_address = RateLimiter(register_address)
         self.messages_user = RateLimiter(messages_user)
+
+    def login_wait(self, username: str, address: str) -> int:
+        """Seconds until this address may try this username again (0: now).
+        Every attempt counts against the address; only failures against the
+        username, per address and (looser) from anywhere."""
+        username = username.lower()
+        return (
+            self.login_failures.retry_after((username, address))
+            or self.login_username.retry_after(username)
+            or self.login_address.take(address)
+        )
+
+    def login_failed(self, username: str, address: str) -> None:
+        username = username.lower()
+        self.login_failures.take((username, address))
+        self.login_username.take(username)

@@ -1,4 +1,5 @@
-"""The JSON objects of API.md (User, Channel, Message), built from query rows."""
+"""The JSON objects of docs/api.md (User, Channel), built from query rows. A
+Message is built in SQL only (message_json(), sql/005_message_json_spacing.sql)."""
 
 from __future__ import annotations
 
@@ -32,16 +33,3 @@ def channel_json(row: Row) -> dict[str, Any]:
     if row["kind"] == "direct":
         channel["peer"] = user_json(row, "peer_")
     return channel
-
-
-def message_json(row: Row, channel_id: int | None = None) -> dict[str, Any]:
-    """A Message from a row with id, seq, text, created_at and author_* columns."""
-    return {
-        "id": row["id"],
-        "channel_id": row["channel_id"] if channel_id is None else channel_id,
-        "seq": row["seq"],
-        "author": user_json(row, "author_"),
-        "text": row["text"],
-        # Always with microseconds, as sql/003_message_json.sql writes it.
-        "created_at": row["created_at"].isoformat(timespec="microseconds"),
-    }

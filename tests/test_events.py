@@ -16,8 +16,9 @@ import asyncpg
 from helpers import assert_error, free_port
 
 from chatterwerks import keys
-from chatterwerks.events import PAGE_MESSAGES, decode_cursor, encode_cursor
-from chatterwerks.hub import APPLICATION_NAME
+from chatterwerks.events import decode_cursor, encode_cursor
+from chatterwerks.realtime import APPLICATION_NAME
+from chatterwerks.realtime.view import PAGE_MESSAGES
 
 
 async def cursor_of(user) -> str:
@@ -128,7 +129,7 @@ async def test_backlog_comes_in_bounded_pages(make_user, app, home_id):
             await conn.execute("UPDATE channels SET last_seq = 250 WHERE id = $1", cid)
             # As send_message would: tell every process that the channel moved.
             await conn.execute(
-                "SELECT pg_notify('chatterwerks', 'm:' || $1::bigint || ':250')", cid
+                "SELECT pg_notify('chatterwerks', 'm:' || $1::bigint || ':250:0')", cid
             )
     seen = defaultdict(list)
     answers = 0
@@ -506,13 +507,13 @@ async def test_gunicorn_workers_deliver_across_workers(settings, make_user, home
 
 
 def test_message_cache_stays_consecutive_and_bounded(monkeypatch):
-    from chatterwerks import hub
-    from chatterwerks.hub import CachedMessage, MessageCache
+    from chatterwerks.realtime import cache as cache_module
+    from chatterwerks.realtime.cache import CachedMessage, MessageCache
 
     now = [1000.0]
-    monkeypatch.setattr(hub.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(cache_module.time, "monotonic", lambda: now[0])
 
-    cache = MessageCache(pool=None, per_channel=4, max_bytes=100)  # type: ignore[arg-type]
+    cache = MessageCache(load=None, per_channel=4, max_bytes=100)  # type: ignore[arg-type]
 
     def add(channel_id, *seqs):
         cache._remember(channel_id, [CachedMessage(seq, "x" * 10) for seq in seqs])

@@ -1,6 +1,7 @@
 -- Notifications go to one channel, 'chatterwerks', with a tiny payload:
---   'M:<channel_id>:<seq>:<message JSON>'  a message was committed (messages.sql)
---   'm:<channel_id>:<seq>'  the same, for a message too long to carry
+--   'M:<channel_id>:<seq>:<author_id>:<message JSON>'  a message was committed
+--                           (messages.sql)
+--   'm:<channel_id>:<seq>:<author_id>'  the same, for a message too long to carry
 --   'u:<user_id>'           that user's channel list or read markers changed
 --   's:<user_id>'           some of that user's sessions ended (sessions.sql)
 -- NOTIFY is delivered at commit, so a woken reader always finds the row.
@@ -67,6 +68,12 @@ WITH removed AS (
     RETURNING user_id
 )
 SELECT pg_notify('chatterwerks', 'u:' || user_id) FROM removed;
+
+-- name: lock_membership_changes
+-- Serialises the removals from channel $1 (for the transaction): two members
+-- leaving at once could otherwise each hand the moderator role to the other,
+-- and leave the group without one. Sends do not take it.
+SELECT pg_advisory_xact_lock(hashtextextended('chatterwerks:members:' || $1::bigint, 0));
 
 -- name: ensure_moderator
 -- A group whose last moderator left hands the role to its longest member.
