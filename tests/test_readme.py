@@ -36,6 +36,7 @@ ON_PURPOSE = re.compile(
 # line of its last answer for expect_error.
 PREAMBLE = r"""
 set -euo pipefail
+shopt -s expand_aliases  # as in the interactive shell the README has in mind
 trap 'echo "tour failed at: $BASH_COMMAND" >&2' ERR
 curl() {
   command curl --fail-with-body --show-error --max-time 30 \
