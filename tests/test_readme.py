@@ -32,14 +32,14 @@ ON_PURPOSE = re.compile(
 )
 
 # Runs before the tour: stop at the first failure; curl fails on any 4xx/5xx
-# (printing the body, as the README's plain curl would) and keeps the status
-# line of its last answer for expect_error.
+# (printing the body, as the README's plain curl would), ignores ~/.curlrc
+# (-q) and keeps the status line of its last answer for expect_error.
 PREAMBLE = r"""
 set -euo pipefail
 shopt -s expand_aliases  # as in the interactive shell the README has in mind
 trap 'echo "tour failed at: $BASH_COMMAND" >&2' ERR
 curl() {
-  command curl --fail-with-body --show-error --max-time 30 \
+  command curl -q --fail-with-body --show-error --max-time 30 \
     --dump-header "$TOUR_TMP/headers" "$@"
 }
 expect_error() {  # STATUS CODE COMMAND...: a line the README marks "|| true  # STATUS code"
@@ -169,7 +169,7 @@ async def test_the_tour_runs_as_written(server: str, tmp_path: Path):
         "bash",
         str(tmp_path / "tour.sh"),
         cwd=tmp_path,
-        env={**os.environ, "TOUR_TMP": str(tmp_path)},
+        env={**os.environ, "TOUR_TMP": str(tmp_path), "no_proxy": "*", "NO_PROXY": "*"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
