@@ -1,0 +1,218 @@
+"""The README's curl tour runs as written: its ```sh blocks under "## The API",
+pasted in order into one shell, against a live server on a fresh database.
+
+Every request must succeed (2xx) unless its line ends in `|| true  # STATUS
+code`, which the README uses for an error shown on purpose; such a line must
+then get exactly that status and error code. The answers are checked too:
+the messages the tour sends arrive in its long-polls, Otter answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from helpers import free_port
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+DOCUMENTED_API = "API=http://127.0.0.1:8080/api"
+BLOCK_MARK = "@@@ next tour block"
+ON_PURPOSE = re.compile(
+    r"^(?P<command>curl .*\S)\s+\|\|\s+true\s+#\s+(?P<status>\d{3})\s+(?P<code>[a-z_]+)\s*$"
+)
+
+# Runs before the tour: stop at the first failure; curl fails on any 4xx/5xx
+# (printing the body, as the README's plain curl would), ignores ~/.curlrc
+# (-q) and keeps the status line of its last answer for expect_error.
+PREAMBLE = r"""
+set -euo pipefail
+shopt -s expand_aliases  # as in the interactive shell the README has in mind
+trap 'echo "tour failed at: $BASH_COMMAND" >&2' ERR
+curl() {
+  command curl -q --fail-with-body --show-error --max-time 30 \
+    --dump-header "$TOUR_TMP/headers" "$@"
+}
+expect_error() {  # STATUS CODE COMMAND...: a line the README marks "|| true  # STATUS code"
+  local status=$1 code=$2 got
+  shift 2
+  : > "$TOUR_TMP/headers"
+  if "$@" > "$TOUR_TMP/body"; then
+    echo "expected $status $code, but it succeeded: $*" >&2
+    return 1
+  fi
+  cat "$TOUR_TMP/body"
+  read -r _ got _ < "$TOUR_TMP/headers" || true
+  if [ "$got" != "$status" ]; then
+    echo "expected HTTP $status, got ${got:-no answer}: $*" >&2
+    return 1
+  fi
+  python3 -c 'import json, sys; sys.exit(json.load(sys.stdin)["error"]["code"] != sys.argv[1])' \
+    "$code" < "$TOUR_TMP/body" || { echo "expected error code $code: $*" >&2; return 1; }
+}
+"""
+
+
+def tour_blocks() -> list[tuple[str, str]]:
+    """(subsection title, code) of each ```sh block under "## The API", in order."""
+    text = README.read_text()
+    start = text.index("\n## The API\n")
+    end = text.index("\n## ", start + 1)
+    blocks, title = [], "The API"
+    pattern = re.compile(r"^### (?P<title>[^\n]+)$|^```sh\n(?P<code>.*?)^```$", re.M | re.S)
+    for match in pattern.finditer(text, start, end):
+        if match["title"]:
+            title = match["title"]
+        else:
+            blocks.append((title, match["code"]))
+    return blocks
+
+
+def as_script(code: str) -> str:
+    """A block with each error-on-purpose line run through expect_error."""
+    lines = []
+    for line in code.replace("\\\n", " ").splitlines():
+        if "|| true" in line:
+            marked = ON_PURPOSE.match(line)
+            assert marked, f"say which error this line shows (|| true  # STATUS code): {line}"
+            line = f"expect_error {marked['status']} {marked['code']} {marked['command']}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def json_values(output: str) -> list[Any]:
+    """The JSON documents (and bare numbers, such as curl's -w status codes)
+    that the tour printed back to back."""
+    decoder, space = json.JSONDecoder(), re.compile(r"\s*")
+    values, at = [], space.match(output).end()
+    while at < len(output):
+        value, at = decoder.raw_decode(output, at)
+        values.append(value)
+        at = space.match(output, at).end()
+    return values
+
+
+async def wait_healthy(base: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(base + "/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def server(database_url: str, tmp_path: Path) -> AsyncIterator[str]:
+    """`chatterwerks serve` on a free port, default rate limits, cheap argon2."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "CHATTERWERKS_ARGON2_TIME_COST": "1",
+        "CHATTERWERKS_ARGON2_MEMORY_KIB": "64",
+        "CHATTERWERKS_LOG_LEVEL": "WARNING",
+    }
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "chatterwerks", "serve", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_healthy(base, process, log)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_the_tour_is_found_and_marks_its_errors():
+    blocks = tour_blocks()
+    titles = [title for title, _ in blocks]
+    assert titles[0] == "The API" and "Real-time: long-polling" in titles, titles
+    assert blocks[0][1].startswith(DOCUMENTED_API + "\n")
+    unmarked = [
+        line
+        for _, code in blocks
+        for line in code.replace("\\\n", " ").splitlines()
+        if "|| true" in line and not ON_PURPOSE.match(line)
+    ]
+    assert unmarked == [], "say which error each of these shows: || true  # STATUS code"
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the tour needs curl")
+async def test_the_tour_runs_as_written(server: str, tmp_path: Path):
+    blocks = tour_blocks()
+    script = PREAMBLE + "".join(
+        f"printf '\\n%s\\n' '{BLOCK_MARK}'\n" + as_script(code) for _, code in blocks
+    )
+    script = script.replace(DOCUMENTED_API, f"API={server}/api", 1)
+    (tmp_path / "tour.sh").write_text(script)
+    shell = await asyncio.create_subprocess_exec(
+        "bash",
+        str(tmp_path / "tour.sh"),
+        cwd=tmp_path,
+        env={**os.environ, "TOUR_TMP": str(tmp_path), "no_proxy": "*", "NO_PROXY": "*"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(shell.communicate(), timeout=120)
+    stdout, stderr = out.decode(), err.decode()
+    assert shell.returncode == 0, f"{stdout}\n--- stderr ---\n{stderr}"
+
+    # What each subsection's blocks printed, as JSON values in order.
+    printed: dict[str, list[Any]] = {}
+    for (title, _), output in zip(blocks, stdout.split(BLOCK_MARK)[1:], strict=True):
+        printed.setdefault(title, []).extend(json_values(output))
+
+    # Alice registered and signed in; carol registered; Home is Alice's first channel.
+    registered, carol, me = printed["The API"]
+    assert registered["user"]["username"] == "alice" and carol["user"]["username"] == "carol"
+    assert me["user"]["username"] == "alice" and me["channels"][0]["kind"] == "home"
+
+    # The same Idempotency-Key twice: 201, then 200 with the same message.
+    sent = printed["Messages and read markers"]
+    first, first_status, repeat, repeat_status = sent[1:5]
+    assert (first_status, repeat_status) == (201, 200)
+    assert first["message"] == repeat["message"]
+
+    # The tail answers at once with the newest message, then with bob's, which
+    # arrived while it waited; the events poll wakes for bob's second message.
+    newest, waited, events_now, events_next = printed["Real-time: long-polling"]
+    assert len(newest["messages"]) == 1, newest
+    assert [(m["author"]["username"], m["text"]) for m in waited["messages"]] == [
+        ("bob", "hi alice")
+    ], waited
+    assert waited["messages"][0]["seq"] == newest["messages"][0]["seq"] + 1
+    assert events_now["events"] == [], events_now
+    assert [(e["type"], e["message"]["text"]) for e in events_next["events"]] == [
+        ("message", "mockups are up")
+    ], events_next
+
+    *_, history = printed["Otter"]
+    assert [(m["author"]["username"], m["text"]) for m in history["messages"]] == [
+        ("otter", "(3 + 4) * 2.5 = 17.5")
+    ], history
+
+    # Both shown errors came with the documented code (expect_error checked them).
+    codes = [value["error"]["code"] for value in printed["Password and logging out"]]
+    assert codes == ["wrong_password", "invalid_token"]
