@@ -139,7 +139,13 @@ def query_int(
         return default
     if not re.fullmatch(r"[+-]?[0-9]{1,19}", raw):
         raise bad_input("invalid_" + name, f"{name} must be an integer.")
-    return min(int_value(int(raw), name, minimum=minimum), clamp_to)
+    value = int(raw)
+    if clamp_to < INT64_MAX and value < minimum:
+        raise bad_input(
+            "invalid_" + name,
+            f"{name} must be between {minimum} and {clamp_to} (larger values count as {clamp_to}).",
+        )
+    return min(int_value(value, name, minimum=minimum), clamp_to)
 
 
 def query_seconds(request: web.Request, name: str, default: float, maximum: float) -> float:

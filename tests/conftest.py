@@ -106,6 +106,7 @@ def settings(database_url: str) -> Settings:
         argon2_memory_kib=64,
         poll_default_timeout=5,
         limit_login_address=None,
+        limit_login_failures=None,
         limit_login_username=None,
         limit_register_address=None,
         limit_messages_user=None,

@@ -246,3 +246,21 @@ async def test_newcomers_start_with_history_read(make_user, home_id):
     await alice.send(cid, "after bob")
     group = next(c for c in (await bob.get("/api/channels"))["channels"] if c["id"] == cid)
     assert group["unread"] == 1
+
+
+async def test_two_members_leaving_at_once_leave_a_moderator(make_user):
+    """The moderator and the longest member leave at the same moment: the
+    role must pass to someone who stays, every time."""
+    mod, first, *rest = [await make_user(f"leaver{i}") for i in range(4)]
+    for attempt in range(10):
+        channel = await make_group(
+            mod, name=f"leave{attempt}", members=[first.username] + [u.username for u in rest]
+        )
+        path = f"/api/channels/{channel['id']}/members"
+        await asyncio.gather(
+            mod.call("DELETE", f"{path}/{mod.username}", expect=204),
+            first.call("DELETE", f"{path}/{first.username}", expect=204),
+        )
+        members = (await rest[0].get(f"/api/channels/{channel['id']}"))["channel"]["members"]
+        roles = sorted(m["role"] for m in members)
+        assert roles == ["member", "moderator"], (attempt, members)

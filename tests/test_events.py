@@ -539,3 +539,126 @@ def test_message_cache_stays_consecutive_and_bounded(monkeypatch):
     cache.forget_idle(60)
     assert not cache.holds(2) and cache.holds(3)
     assert cache._bytes == 40
+
+
+async def test_listener_survives_an_error_that_is_not_a_dropped_connection(
+    app, settings, make_user, home_id
+):
+    """The server refuses the listener's reconnect with an error of its own
+    (here a missing preload library, a PostgresError that is no connection
+    error): the hub logs it, backs off and retries until it gets through,
+    and delivery resumes without a restart."""
+    hub = app[keys.HUB]
+    alice, bob = await make_user("alice"), await make_user("bob")
+    admin = await asyncpg.connect(settings.database_url)
+    database = await admin.fetchval("SELECT current_database()")
+    try:
+        await admin.execute(
+            f"ALTER DATABASE \"{database}\" SET session_preload_libraries = 'cw_no_such_lib'"
+        )
+        query = "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND datname = $2"
+        [pid] = [r["pid"] for r in await admin.fetch(query, APPLICATION_NAME, database)]
+        await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        await wait_until(lambda: not hub.connected.is_set(), timeout=5)
+        await wait_until(lambda: hub._listener.failures >= 3, timeout=10)
+        await admin.execute(f'ALTER DATABASE "{database}" RESET session_preload_libraries')
+        await wait_until(hub.connected.is_set, timeout=10)
+    finally:
+        await admin.execute(f'ALTER DATABASE "{database}" RESET session_preload_libraries')
+        await admin.close()
+    cursor = await cursor_of(alice)
+    waiting = asyncio.create_task(poll(alice, cursor, timeout=10))
+    await wait_until(lambda: hub.parked_count == 1)
+    sent = await bob.send(home_id, "still here")
+    assert messages_of(await asyncio.wait_for(waiting, 5)) == [sent]
+
+
+async def test_missed_removal_never_lets_a_cached_member_read_on(app, settings, make_user):
+    """A removal whose NOTIFY never came (a listener silently gone), and a
+    message read into the shared cache by another member's poll: the removed
+    user's cached membership must not serve it. Notifications are 'lost' by
+    writing behind the server's back, as a dead listener would miss them."""
+    alice, bob = await make_user("alice"), await make_user("bob")
+    cid = (await alice.post("/api/channels", {"name": "g", "members": ["bob"]}, expect=201))[
+        "channel"
+    ]["id"]
+    await alice.send(cid, "before")
+    cursors = {u.username: await cursor_of(u) for u in (alice, bob)}
+    # Both users' memberships are now cached by the hub (their polls read them).
+    for user in (alice, bob):
+        await poll(user, cursors[user.username], timeout=0)
+    admin = await asyncpg.connect(settings.database_url)
+    try:
+        await admin.execute(
+            "DELETE FROM subscriptions WHERE channel_id = $1 AND user_id = $2", cid, bob.id
+        )
+        await admin.execute(
+            """WITH bumped AS (UPDATE channels SET last_seq = last_seq + 1 WHERE id = $1
+                               RETURNING id, last_seq)
+               INSERT INTO messages (channel_id, seq, author_id, text)
+               SELECT id, last_seq, $2, 'after the removal' FROM bumped""",
+            cid,
+            alice.id,
+        )
+    finally:
+        await admin.close()
+    # Alice's read marker moves (a NOTIFY that does arrive): her next poll
+    # reads her memberships and the channel's newest seq from the database,
+    # and reads the new message into the shared cache.
+    await alice.post(f"/api/channels/{cid}/read", {"seq": 2}, expect=204)
+    answer = await poll(alice, cursors["alice"], timeout=0)
+    assert "after the removal" in [m["text"] for m in messages_of(answer)]
+    # Bob's membership is still cached; the message must not reach him.
+    answer = await poll(bob, cursors["bob"], timeout=0)
+    assert messages_of(answer) == []
+    assert {"type": "channel_removed", "channel_id": cid} in answer["events"]
+
+
+def test_a_burst_in_one_channel_delays_no_other():
+    """Messages in quick succession in channel 1 make its readers linger; a
+    message in channel 2 still wakes its readers on the next turn."""
+    from chatterwerks.realtime.waiters import LINGER, Waiters
+
+    async def scenario():
+        waiters = Waiters()
+        busy, calm = waiters.register(1, [1]), waiters.register(2, [2])
+        waiters.message_arrived(1)  # the first of a burst wakes at once
+        await asyncio.sleep(0)
+        assert busy.disarm()
+        waiters.message_arrived(1)  # less than BURST_GAP after the first: a burst
+        waiters.message_arrived(2)
+        assert waiters.bursting([1]) and not waiters.bursting([2])
+        await asyncio.sleep(0)
+        woken_at_once = (busy.pending, calm.pending)
+        await asyncio.sleep(LINGER * 2)
+        return woken_at_once, busy.pending
+
+    woken_at_once, busy_later = asyncio.run(scenario())
+    assert woken_at_once == (False, True)
+    assert busy_later
+
+
+def test_the_views_version_table_stays_bounded():
+    from chatterwerks.realtime.view import View
+
+    view = View(pool=None, max_users=3)  # type: ignore[arg-type]
+    generation = view.generation
+    for user_id in range(10):
+        view.memberships_changed(user_id)
+    assert len(view._user_versions) <= 3
+    assert view.generation > generation  # reads in flight are voided, not trusted
+
+
+async def test_close_leaves_no_read_running(app, make_user, home_id):
+    """A message too long for its NOTIFY is read by a tracked task; closing
+    the hub mid-read cancels and awaits it."""
+    hub = app[keys.HUB]
+    alice, bob = await make_user("alice"), await make_user("bob")
+    cursor = await cursor_of(alice)
+    waiting = asyncio.create_task(poll(alice, cursor, timeout=10))
+    await wait_until(lambda: hub.parked_count == 1)
+    await bob.send(home_id, "é" * 4000)  # 8000 bytes of JSON: an 'm:' notification
+    await wait_until(lambda: hub._prefetches or hub.cache.holds(home_id))
+    await hub.close()
+    assert not hub._prefetches and not hub.cache._loads
+    await asyncio.wait_for(waiting, 5)

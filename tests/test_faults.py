@@ -66,6 +66,7 @@ async def test_database_restart_mid_traffic_loses_nothing(own_postgres, aiohttp_
         argon2_time_cost=1,
         argon2_memory_kib=64,
         limit_login_address=None,
+        limit_login_failures=None,
         limit_login_username=None,
         limit_register_address=None,
         limit_messages_user=None,

@@ -208,3 +208,29 @@ async def test_trickled_body_is_cut_off(client, monkeypatch):
 async def test_oversized_header_is_refused(client):
     response = await client.get("/api/me", headers={"X-Big": "x" * 20000})
     assert response.status in (400, 431)
+
+
+async def test_an_attackers_guesses_do_not_lock_the_owner_out(client_with):
+    """Failures count per (username, address): one address guessing a name is
+    stopped, while the owner, elsewhere, signs in. Many addresses together
+    meet the looser cap per username."""
+    client = await client_with(
+        trust_forwarded_for=True,
+        limit_login_failures=Limit(3, 60.0),
+        limit_login_username=Limit(6, 60.0),
+    )
+    await register(client, "owner", "right-password")
+
+    async def attempt(address, password):
+        response = await client.post(
+            "/api/login",
+            json={"username": "owner", "password": password},
+            headers={"X-Forwarded-For": address},
+        )
+        return response.status
+
+    assert [await attempt("10.0.0.1", "guess-guess") for _ in range(4)] == [401] * 3 + [429]
+    assert await attempt("10.0.0.2", "right-password") == 200
+    assert [await attempt("10.0.0.3", "guess-guess") for _ in range(3)] == [401] * 3
+    # 6 failures from anywhere: now the username itself waits.
+    assert await attempt("10.0.0.4", "right-password") == 429

@@ -329,3 +329,75 @@ async def test_idempotency_key_is_checked(make_user):
         assert_error(await send_keyed(mallory, cid, "hi", key, 404), "channel_not_found")
     page = await alice.get(f"/api/channels/{cid}/messages")
     assert [m["text"] for m in page["messages"]] == ["secret"]
+
+
+async def test_your_own_messages_are_not_unread(make_user):
+    """Sending moves the sender's read marker: after 120 sends the sender has
+    nothing unread, the reader 120, and the sender's other tabs hear of it."""
+    alice, bob = await make_user("alice"), await make_user("bob")
+    cid = await group(alice, "bob")
+    cursor = (await alice.get("/api/me"))["cursor"]
+    for i in range(120):
+        await alice.send(cid, f"m{i}")
+    unread = {
+        user.username: {c["id"]: c["unread"] for c in (await user.get("/api/channels"))["channels"]}
+        for user in (alice, bob)
+    }
+    assert unread["alice"][cid] == 0 and unread["bob"][cid] == 120
+    answer = await alice.get(f"/api/events?cursor={cursor}&timeout=0")
+    assert {"type": "read", "channel_id": cid, "seq": 120} in answer["events"]
+    # A message from someone else is unread again, and only that one.
+    await bob.send(cid, "reply")
+    channels = (await alice.get("/api/channels"))["channels"]
+    assert [c["unread"] for c in channels if c["id"] == cid] == [1]
+
+
+async def test_a_message_has_one_serialisation(app, client, make_user, home_id):
+    """The send's answer, a history page and a poll carry the very same text
+    for a message (SQL's message_json)."""
+    alice = await make_user("alice")
+    cursor = (await alice.get("/api/me"))["cursor"]
+    path = f"/api/channels/{home_id}/messages"
+    sent = await client.post(path, json={"text": 'quote " é'}, headers=alice.headers)
+    sent_text = (await sent.text()).removeprefix('{"message": ').removesuffix("}")
+    history = await (await client.get(path, headers=alice.headers)).text()
+    events = await (
+        await client.get(f"/api/events?cursor={cursor}&timeout=0", headers=alice.headers)
+    ).text()
+    assert sent_text in history and sent_text in events
+    assert '" :' not in sent_text and '"id": ' in sent_text
+
+
+async def test_limit_errors_state_the_real_range(make_user, home_id):
+    alice = await make_user()
+    body = await alice.get(f"/api/channels/{home_id}/messages?limit=0", expect=400)
+    assert_error(body, "invalid_limit")
+    assert "between 1 and 200" in body["error"]["message"]
+
+
+async def test_a_keyed_retry_after_otters_reply_failed_gets_the_reply(
+    app, client, make_user, home_id
+):
+    """The question and Otter's answer commit together: when the answer fails,
+    nothing is kept, so the retry (same Idempotency-Key) posts both."""
+    alice = await make_user("alice")
+    pool = app[keys.POOL]
+    otter_id = int(app[keys.OTTER_ID])
+    await pool.execute(
+        f"""CREATE FUNCTION refuse_otter() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN RAISE EXCEPTION 'otter is down'; END $$;
+            CREATE TRIGGER refuse_otter BEFORE INSERT ON messages FOR EACH ROW
+            WHEN (NEW.author_id = {otter_id}) EXECUTE FUNCTION refuse_otter()"""
+    )
+    path = f"/api/channels/{home_id}/messages"
+    headers = {**alice.headers, "Idempotency-Key": "ask-once"}
+    question = {"text": "Hey Otter, what is 6 * 7?"}
+    first = await client.post(path, json=question, headers=headers)
+    assert first.status == 500, await first.text()
+    await pool.execute("DROP TRIGGER refuse_otter ON messages")
+    retry = await client.post(path, json=question, headers=headers)
+    assert retry.status == 201, await retry.text()
+    texts = [m["text"] for m in (await alice.get(path))["messages"]]
+    assert texts[-2:] == ["Hey Otter, what is 6 * 7?", "6 * 7 = 42"]
+    again = await client.post(path, json=question, headers=headers)
+    assert again.status == 200
