@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import psutil
 import pytest
 from helpers import free_port
 
@@ -30,6 +32,40 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
         text=True,
         timeout=timeout,
     )
+
+
+def start_serve(env: dict[str, str], *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "chatterwerks", "serve", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def embedded_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """No DATABASE_URL: serve starts the embedded PostgreSQL in data_dir."""
+    env = {**os.environ, "CHATTERWERKS_DATA_DIR": str(data_dir), **extra}
+    env.pop("DATABASE_URL", None)
+    return env
+
+
+def postgres_processes(pgdata: Path) -> list[psutil.Process]:
+    """The live postgres processes serving pgdata."""
+    found = []
+    for process in psutil.process_iter(["name", "cmdline", "status"]):
+        cmdline = process.info["cmdline"] or []
+        if process.info["name"] == "postgres" and str(pgdata.resolve()) in cmdline:
+            if process.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(process)
+    return found
+
+
+def kill_postgres(pgdata: Path) -> None:
+    """Cleans up after a failed test: no embedded server may outlive it."""
+    for process in postgres_processes(pgdata):
+        process.kill()
 
 
 async def wait_healthy(session: aiohttp.ClientSession, process: subprocess.Popen) -> None:
@@ -132,6 +168,32 @@ def test_bad_database_url_is_one_clear_line(url, fragment):
     assert fragment in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_embedded_server_stops_after_a_killed_serve(tmp_path):
+    """A serve killed with SIGKILL leaves its PID in the wheel's list of the
+    embedded server's users; the next serve must still stop the server."""
+    data = tmp_path / "data"
+    pgdata = data / "pgdata"
+    port = free_port()
+    env = embedded_env(data, CHATTERWERKS_LOG_LEVEL="WARNING")
+    try:
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as session:
+            crashed = start_serve(env, "--port", str(port))
+            await wait_healthy(session, crashed)
+            crashed.kill()
+            crashed.communicate(timeout=30)
+            assert postgres_processes(pgdata)  # orphaned, still running
+
+            process = start_serve(env, "--port", str(port))
+            await wait_healthy(session, process)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, stderr
+        assert not (pgdata / "postmaster.pid").exists()
+        assert postgres_processes(pgdata) == []
+    finally:
+        kill_postgres(pgdata)
 
 
 def test_bad_setting_is_one_clear_line():
