@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,8 +19,10 @@ import psutil
 import pytest
 from helpers import free_port
 
+import chatterwerks
 from chatterwerks.config import ConfigError, Settings, redact_url
 from chatterwerks.db import migration_files
+from chatterwerks.hub import APPLICATION_NAME
 
 # Every numbered script in sql/, in order.
 MIGRATIONS = [version for version, _, _ in migration_files()]
@@ -170,6 +174,36 @@ def test_bad_database_url_is_one_clear_line(url, fragment):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_version():
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"chatterwerks {chatterwerks.__version__}\n"
+    assert chatterwerks.__version__ == "0.1.0"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_busy_port_is_one_clear_line_and_stops_the_embedded_server(tmp_path, workers):
+    data = tmp_path / "data"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = start_serve(
+            embedded_env(data, CHATTERWERKS_LOG_LEVEL="WARNING"),
+            *("--port", str(port), "--workers", str(workers)),
+        )
+        try:
+            _, stderr = process.communicate(timeout=120)
+        finally:
+            process.kill()
+            kill_postgres(data / "pgdata")
+    assert process.returncode == 1, stderr
+    assert stderr.strip() == (
+        f"chatterwerks: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ), stderr
+    assert not (data / "pgdata" / "postmaster.pid").exists()
+
+
 async def test_embedded_server_stops_after_a_killed_serve(tmp_path):
     """A serve killed with SIGKILL leaves its PID in the wheel's list of the
     embedded server's users; the next serve must still stop the server."""
@@ -194,6 +228,81 @@ async def test_embedded_server_stops_after_a_killed_serve(tmp_path):
         assert postgres_processes(pgdata) == []
     finally:
         kill_postgres(pgdata)
+
+
+LOG_LINE = re.compile(
+    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \d+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: \S"
+)
+
+
+async def test_gunicorn_writes_nothing_outside_its_data_dir_and_logs_one_format(
+    database_url, tmp_path
+):
+    home = tmp_path / "home"
+    home.mkdir()
+    port = free_port()
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "DATABASE_URL": database_url,
+        "CHATTERWERKS_DATA_DIR": str(tmp_path / "data"),
+        "CHATTERWERKS_LOG_LEVEL": "INFO",
+    }
+    env.pop("XDG_RUNTIME_DIR", None)
+    process = start_serve(env, "--port", str(port), "--workers", "2")
+    try:
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as session:
+            await wait_healthy(session, process)
+            async with session.get("/api/me") as response:
+                assert response.status == 401
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert list(home.rglob("*")) == []
+    lines = stderr.splitlines()
+    assert any("Booting worker" in line for line in lines), stderr  # gunicorn's own
+    assert any("listening on http://127.0.0.1" in line for line in lines), stderr  # ours
+    assert [line for line in lines if not LOG_LINE.match(line)] == [], stderr
+    assert stdout == ""
+
+
+async def test_reset_db_refuses_while_a_server_is_connected(database_url, app, client):
+    conn = await asyncpg.connect(database_url)
+    try:
+
+        async def listeners() -> int:
+            return await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = $1",
+                APPLICATION_NAME,
+            )
+
+        deadline = time.monotonic() + 30
+        while await listeners() == 0:  # the hub connects in the background
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        await conn.execute("INSERT INTO users (username, password_hash) VALUES ('kept', 'x')")
+        refused = await asyncio.to_thread(
+            run_cli, "reset-db", "--yes", env={"DATABASE_URL": database_url}
+        )
+        assert refused.returncode == 1
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert "1 server is connected" in refused.stderr, refused.stderr
+        assert await conn.fetchval("SELECT count(*) FROM users WHERE username = 'kept'") == 1
+
+        await client.close()  # the server stops; its listener disconnects
+        deadline = time.monotonic() + 30
+        while await listeners() > 0:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        done = await asyncio.to_thread(
+            run_cli, "reset-db", "--yes", env={"DATABASE_URL": database_url}
+        )
+        assert done.returncode == 0, done.stderr
+        assert await conn.fetchval("SELECT count(*) FROM users WHERE username = 'kept'") == 0
+    finally:
+        await conn.close()
 
 
 def test_bad_setting_is_one_clear_line():
