@@ -10,7 +10,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -55,6 +57,16 @@ def embedded_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data directory for the embedded server, outside pytest's tmp_path:
+    as root the wheel runs postgres as another user and opens the path's
+    parents to it, and any concurrent pytest run resets
+    /tmp/pytest-of-root to 0700 (postgres then fails: permission denied)."""
+    with tempfile.TemporaryDirectory(prefix="chatterwerks-cli-") as tmp:
+        yield Path(tmp) / "data"
+
+
 def postgres_processes(pgdata: Path) -> list[psutil.Process]:
     """The live postgres processes serving pgdata."""
     found = []
@@ -81,7 +93,9 @@ async def wait_healthy(session: aiohttp.ClientSession, process: subprocess.Popen
                     return
         except aiohttp.ClientError:
             pass
-        assert process.poll() is None and time.monotonic() < deadline
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited: {process.communicate()}")
+        assert time.monotonic() < deadline
         await asyncio.sleep(0.2)
 
 
@@ -182,35 +196,33 @@ def test_version():
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_busy_port_is_one_clear_line_and_stops_the_embedded_server(tmp_path, workers):
-    data = tmp_path / "data"
+def test_busy_port_is_one_clear_line_and_stops_the_embedded_server(data_dir, workers):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         process = start_serve(
-            embedded_env(data, CHATTERWERKS_LOG_LEVEL="WARNING"),
+            embedded_env(data_dir, CHATTERWERKS_LOG_LEVEL="WARNING"),
             *("--port", str(port), "--workers", str(workers)),
         )
         try:
             _, stderr = process.communicate(timeout=120)
         finally:
             process.kill()
-            kill_postgres(data / "pgdata")
+            kill_postgres(data_dir / "pgdata")
     assert process.returncode == 1, stderr
     assert stderr.strip() == (
         f"chatterwerks: cannot listen on 127.0.0.1:{port}: Address already in use"
     ), stderr
-    assert not (data / "pgdata" / "postmaster.pid").exists()
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists()
 
 
-async def test_embedded_server_stops_after_a_killed_serve(tmp_path):
+async def test_embedded_server_stops_after_a_killed_serve(data_dir):
     """A serve killed with SIGKILL leaves its PID in the wheel's list of the
     embedded server's users; the next serve must still stop the server."""
-    data = tmp_path / "data"
-    pgdata = data / "pgdata"
+    pgdata = data_dir / "pgdata"
     port = free_port()
-    env = embedded_env(data, CHATTERWERKS_LOG_LEVEL="WARNING")
+    env = embedded_env(data_dir, CHATTERWERKS_LOG_LEVEL="WARNING")
     try:
         async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as session:
             crashed = start_serve(env, "--port", str(port))
@@ -338,13 +350,13 @@ def test_settings_from_env():
     assert redact_url("postgresql://u:secret@db/chat") == "postgresql://u:***@db/chat"
 
 
-async def test_embedded_default_keeps_data_across_restarts(tmp_path: Path):
+async def test_embedded_default_keeps_data_across_restarts(data_dir: Path):
     """No DATABASE_URL: serve starts an embedded PostgreSQL in the data dir;
     an account made before a restart can log in after it."""
     port = free_port()
     env = {
         **os.environ,
-        "CHATTERWERKS_DATA_DIR": str(tmp_path / "data"),
+        "CHATTERWERKS_DATA_DIR": str(data_dir),
         "CHATTERWERKS_ARGON2_TIME_COST": "1",
         "CHATTERWERKS_ARGON2_MEMORY_KIB": "64",
     }
@@ -387,7 +399,7 @@ async def test_embedded_default_keeps_data_across_restarts(tmp_path: Path):
     await serve_and(register)
     await serve_and(login)
     # The embedded server stopped with the last process that used it.
-    assert not (tmp_path / "data" / "pgdata" / "postmaster.pid").exists()
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists()
 
 
 async def test_installed_from_a_wheel_finds_its_sql_templates_and_static(pg_server, tmp_path):
