@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import asyncpg
+import psutil
 import pytest
 from helpers import free_port
 
+import chatterwerks
 from chatterwerks.config import ConfigError, Settings, redact_url
 from chatterwerks.db import migration_files
+from chatterwerks.hub import APPLICATION_NAME
 
 # Every numbered script in sql/, in order.
 MIGRATIONS = [version for version, _, _ in migration_files()]
@@ -32,6 +40,50 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
     )
 
 
+def start_serve(env: dict[str, str], *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "chatterwerks", "serve", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def embedded_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """No DATABASE_URL: serve starts the embedded PostgreSQL in data_dir."""
+    env = {**os.environ, "CHATTERWERKS_DATA_DIR": str(data_dir), **extra}
+    env.pop("DATABASE_URL", None)
+    return env
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data directory for the embedded server, outside pytest's tmp_path:
+    as root the wheel runs postgres as another user and opens the path's
+    parents to it, and any concurrent pytest run resets
+    /tmp/pytest-of-root to 0700 (postgres then fails: permission denied)."""
+    with tempfile.TemporaryDirectory(prefix="chatterwerks-cli-") as tmp:
+        yield Path(tmp) / "data"
+
+
+def postgres_processes(pgdata: Path) -> list[psutil.Process]:
+    """The live postgres processes serving pgdata."""
+    found = []
+    for process in psutil.process_iter(["name", "cmdline", "status"]):
+        cmdline = process.info["cmdline"] or []
+        if process.info["name"] == "postgres" and str(pgdata.resolve()) in cmdline:
+            if process.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(process)
+    return found
+
+
+def kill_postgres(pgdata: Path) -> None:
+    """Cleans up after a failed test: no embedded server may outlive it."""
+    for process in postgres_processes(pgdata):
+        process.kill()
+
+
 async def wait_healthy(session: aiohttp.ClientSession, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + 60
     while True:
@@ -41,7 +93,9 @@ async def wait_healthy(session: aiohttp.ClientSession, process: subprocess.Popen
                     return
         except aiohttp.ClientError:
             pass
-        assert process.poll() is None and time.monotonic() < deadline
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited: {process.communicate()}")
+        assert time.monotonic() < deadline
         await asyncio.sleep(0.2)
 
 
@@ -134,6 +188,135 @@ def test_bad_database_url_is_one_clear_line(url, fragment):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_version():
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"chatterwerks {chatterwerks.__version__}\n"
+    assert chatterwerks.__version__ == "0.1.0"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_busy_port_is_one_clear_line_and_stops_the_embedded_server(data_dir, workers):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = start_serve(
+            embedded_env(data_dir, CHATTERWERKS_LOG_LEVEL="WARNING"),
+            *("--port", str(port), "--workers", str(workers)),
+        )
+        try:
+            _, stderr = process.communicate(timeout=120)
+        finally:
+            process.kill()
+            kill_postgres(data_dir / "pgdata")
+    assert process.returncode == 1, stderr
+    assert stderr.strip() == (
+        f"chatterwerks: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ), stderr
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+
+
+async def test_embedded_server_stops_after_a_killed_serve(data_dir):
+    """A serve killed with SIGKILL leaves its PID in the wheel's list of the
+    embedded server's users; the next serve must still stop the server."""
+    pgdata = data_dir / "pgdata"
+    port = free_port()
+    env = embedded_env(data_dir, CHATTERWERKS_LOG_LEVEL="WARNING")
+    try:
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as session:
+            crashed = start_serve(env, "--port", str(port))
+            await wait_healthy(session, crashed)
+            crashed.kill()
+            crashed.communicate(timeout=30)
+            assert postgres_processes(pgdata)  # orphaned, still running
+
+            process = start_serve(env, "--port", str(port))
+            await wait_healthy(session, process)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, stderr
+        assert not (pgdata / "postmaster.pid").exists()
+        assert postgres_processes(pgdata) == []
+    finally:
+        kill_postgres(pgdata)
+
+
+LOG_LINE = re.compile(
+    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \d+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: \S"
+)
+
+
+async def test_gunicorn_writes_nothing_outside_its_data_dir_and_logs_one_format(
+    database_url, tmp_path
+):
+    home = tmp_path / "home"
+    home.mkdir()
+    port = free_port()
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "DATABASE_URL": database_url,
+        "CHATTERWERKS_DATA_DIR": str(tmp_path / "data"),
+        "CHATTERWERKS_LOG_LEVEL": "INFO",
+    }
+    env.pop("XDG_RUNTIME_DIR", None)
+    process = start_serve(env, "--port", str(port), "--workers", "2")
+    try:
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as session:
+            await wait_healthy(session, process)
+            async with session.get("/api/me") as response:
+                assert response.status == 401
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert list(home.rglob("*")) == []
+    lines = stderr.splitlines()
+    assert any("Booting worker" in line for line in lines), stderr  # gunicorn's own
+    assert any("listening on http://127.0.0.1" in line for line in lines), stderr  # ours
+    assert [line for line in lines if not LOG_LINE.match(line)] == [], stderr
+    assert stdout == ""
+
+
+async def test_reset_db_refuses_while_a_server_is_connected(database_url, app, client):
+    conn = await asyncpg.connect(database_url)
+    try:
+
+        async def listeners() -> int:
+            return await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = $1",
+                APPLICATION_NAME,
+            )
+
+        deadline = time.monotonic() + 30
+        while await listeners() == 0:  # the hub connects in the background
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        await conn.execute("INSERT INTO users (username, password_hash) VALUES ('kept', 'x')")
+        refused = await asyncio.to_thread(
+            run_cli, "reset-db", "--yes", env={"DATABASE_URL": database_url}
+        )
+        assert refused.returncode == 1
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert "1 server is connected" in refused.stderr, refused.stderr
+        assert await conn.fetchval("SELECT count(*) FROM users WHERE username = 'kept'") == 1
+
+        await client.close()  # the server stops; its listener disconnects
+        deadline = time.monotonic() + 30
+        while await listeners() > 0:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        done = await asyncio.to_thread(
+            run_cli, "reset-db", "--yes", env={"DATABASE_URL": database_url}
+        )
+        assert done.returncode == 0, done.stderr
+        assert await conn.fetchval("SELECT count(*) FROM users WHERE username = 'kept'") == 0
+    finally:
+        await conn.close()
+
+
 def test_bad_setting_is_one_clear_line():
     result = run_cli("migrate", env={"PORT": "eighty"})
     assert result.returncode == 2
@@ -167,13 +350,13 @@ def test_settings_from_env():
     assert redact_url("postgresql://u:secret@db/chat") == "postgresql://u:***@db/chat"
 
 
-async def test_embedded_default_keeps_data_across_restarts(tmp_path: Path):
+async def test_embedded_default_keeps_data_across_restarts(data_dir: Path):
     """No DATABASE_URL: serve starts an embedded PostgreSQL in the data dir;
     an account made before a restart can log in after it."""
     port = free_port()
     env = {
         **os.environ,
-        "CHATTERWERKS_DATA_DIR": str(tmp_path / "data"),
+        "CHATTERWERKS_DATA_DIR": str(data_dir),
         "CHATTERWERKS_ARGON2_TIME_COST": "1",
         "CHATTERWERKS_ARGON2_MEMORY_KIB": "64",
     }
@@ -216,7 +399,7 @@ async def test_embedded_default_keeps_data_across_restarts(tmp_path: Path):
     await serve_and(register)
     await serve_and(login)
     # The embedded server stopped with the last process that used it.
-    assert not (tmp_path / "data" / "pgdata" / "postmaster.pid").exists()
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists()
 
 
 async def test_installed_from_a_wheel_finds_its_sql_templates_and_static(pg_server, tmp_path):
