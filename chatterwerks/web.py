@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from pathlib import Path
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -23,19 +24,45 @@ CONTENT_SECURITY_POLICY = (
 
 
 STATIC_DIR = BASE_DIR / "static"
+# What /static/<version>/ answers when the version is today's: that URL's
+# content can never change, so browsers may keep it without asking again.
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+@functools.cache
+def static_files() -> dict[str, Path]:
+    """The client's files by name (listed once per process): exactly what
+    /static/<version>/ serves and what the version is made from."""
+    return {path.name: path for path in sorted(STATIC_DIR.iterdir()) if path.is_file()}
 
 
 @functools.cache
 def static_version() -> str:
-    """A short tag that changes whenever a static file does (read once per
-    process): the page's links carry it (?v=), so a deploy never mixes a fresh
-    page with a cached script."""
+    """A short tag of the static files' names and contents (read once per
+    process). The page loads its script, style and icon from /static/<tag>/,
+    and the modules' relative imports inherit the tag, so a deploy never
+    mixes a fresh page with cached old modules. Equal files give an equal
+    tag on every host, whatever their mtimes."""
     digest = hashlib.sha256()
-    for path in sorted(STATIC_DIR.glob("*")):
-        if path.is_file():
-            stat = path.stat()
-            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    for name, path in static_files().items():
+        content = path.read_bytes()
+        digest.update(f"{name}:{len(content)}:".encode())
+        digest.update(content)
     return digest.hexdigest()[:12]
+
+
+@routes.get(r"/static/{version:[0-9a-f]{12}}/{name}")
+async def versioned_static(request: web.Request) -> web.FileResponse:
+    """A static file under the versioned path. Another tag (a page rendered
+    by a process from before a deploy) still gets today's file, but with
+    no-cache, so it is never kept under a tag whose content it is not."""
+    path = static_files().get(request.match_info["name"])
+    if path is None:
+        raise web.HTTPNotFound()
+    response = web.FileResponse(path)
+    current = request.match_info["version"] == static_version()
+    response.headers["Cache-Control"] = IMMUTABLE if current else "no-cache"
+    return response
 
 
 @routes.get("/")

@@ -1,0 +1,76 @@
+"""The page's static files: the client's modules under their versioned path."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatterwerks import web as pages
+
+SCRIPT = re.compile(r'<script type="module" src="/static/([0-9a-f]{12})/app\.js">')
+IMPORT = re.compile(r'from "\./([\w.-]+\.js)";')
+
+
+async def test_every_module_is_served_under_the_version_for_good(client: Any) -> None:
+    """From the page's script, following its imports, every module is there
+    under the same versioned path, cacheable for good; and every .js file in
+    static/ is used by the page."""
+    page = await (await client.get("/")).text()
+    [version] = SCRIPT.findall(page)
+    assert version == pages.static_version()
+    assert f'href="/static/{version}/app.css"' in page
+    assert f'href="/static/{version}/favicon.svg"' in page
+
+    found: set[str] = set()
+    waiting = ["app.js"]
+    while waiting:
+        name = waiting.pop()
+        if name in found:
+            continue
+        found.add(name)
+        response = await client.get(f"/static/{version}/{name}")
+        assert response.status == 200, name
+        assert "javascript" in response.content_type, (name, response.content_type)
+        assert response.headers["Cache-Control"] == pages.IMMUTABLE
+        waiting.extend(IMPORT.findall(await response.text()))
+    assert found == {path.name for path in pages.STATIC_DIR.glob("*.js")}
+
+    # A page from before a deploy names another version: today's file, not kept.
+    stale = await client.get("/static/0123456789ab/app.js")
+    assert stale.status == 200 and stale.headers["Cache-Control"] == "no-cache"
+    assert (await client.get(f"/static/{version}/nothing.js")).status == 404
+    assert (await client.get(f"/static/{version}/..%2Fsetup.cfg")).status == 404
+    assert (await client.get("/static/app.js")).status == 200  # the old path still works
+
+
+@pytest.fixture
+def static_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """static/ copied to tmp_path and served from there (caches cleared around)."""
+    copy = tmp_path / "static"
+    shutil.copytree(pages.STATIC_DIR, copy)
+    monkeypatch.setattr(pages, "STATIC_DIR", copy)
+    pages.static_files.cache_clear()
+    pages.static_version.cache_clear()
+    yield copy
+    pages.static_files.cache_clear()
+    pages.static_version.cache_clear()
+
+
+def test_the_version_follows_the_contents_not_the_mtimes(static_copy: Path) -> None:
+    def version() -> str:
+        pages.static_files.cache_clear()
+        pages.static_version.cache_clear()
+        return pages.static_version()
+
+    first = version()
+    module = static_copy / "app.js"
+    os.utime(module, (0, 0))
+    assert version() == first  # the same files on another host: the same tag
+    module.write_text(module.read_text() + "\n")
+    assert version() != first
