@@ -40,6 +40,7 @@ async def test_every_module_is_served_under_the_version_for_good(client: Any) ->
         assert response.headers["Cache-Control"] == pages.IMMUTABLE
         waiting.extend(IMPORT.findall(await response.text()))
     assert found == {path.name for path in pages.STATIC_DIR.glob("*.js")}
+    assert len(found) > 5  # app.js imports the rest
 
     # A page from before a deploy names another version: today's file, not kept.
     stale = await client.get("/static/0123456789ab/app.js")
