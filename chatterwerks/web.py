@@ -10,6 +10,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from chatterwerks import BASE_DIR, keys
+from chatterwerks.auth import SESSION_COOKIE, _session_user, token_hash
 from chatterwerks.db import CONNECTION_ERRORS
 from chatterwerks.errors import error_response
 
@@ -65,11 +66,28 @@ async def versioned_static(request: web.Request) -> web.FileResponse:
     return response
 
 
+async def signed_in(request: web.Request) -> bool:
+    """Whether the request's session cookie belongs to a live session, found
+    the way the API's auth middleware finds it. Unsure (the database is
+    unreachable) counts as yes: the page then asks GET /api/me, which retries."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return False
+    try:
+        return await _session_user(request.app, token_hash(token)) is not None
+    except CONNECTION_ERRORS:
+        return True
+
+
 @routes.get("/")
 async def chat_page(request: web.Request) -> web.Response:
-    """The one page of the browser client: sign-in and chat (static/app.js decides)."""
-    response = aiohttp_jinja2.render_template("chat.html", request, {"version": static_version()})
+    """The one page of the browser client: sign-in and chat (static/app.js
+    decides). It says whether the session cookie is good (data-signed-in), so
+    a signed-out page shows the form without a failing GET /api/me."""
+    context = {"version": static_version(), "signed_in": await signed_in(request)}
+    response = aiohttp_jinja2.render_template("chat.html", request, context)
     response.headers["Cache-Control"] = "no-cache"
+    response.headers["Vary"] = "Cookie"
     return response
 
 

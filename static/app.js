@@ -196,4 +196,7 @@ function wire() {
 onSessionEnded(signedOut);
 wire();
 setAuthMode("login");
-start();
+// The server tells the page whether its session cookie is good, so a signed-out
+// visit shows the form without a failing GET /api/me (and its console error).
+if (document.body.dataset.signedIn === "true") start();
+else showAuth();

@@ -1,4 +1,5 @@
-"""The page's static files: the client's modules under their versioned path."""
+"""The page and its static files: whether the page says it is signed in, and
+the client's modules under their versioned path."""
 
 from __future__ import annotations
 
@@ -14,7 +15,29 @@ import pytest
 from chatterwerks import web as pages
 
 SCRIPT = re.compile(r'<script type="module" src="/static/([0-9a-f]{12})/app\.js">')
+SIGNED_IN = re.compile(r'<body data-signed-in="(true|false)">')
 IMPORT = re.compile(r'from "\./([\w.-]+\.js)";')
+
+
+async def signed_in_says(client: Any, token: str | None) -> str:
+    client.session.cookie_jar.clear()  # registering through `client` stored a cookie
+    headers = {"Cookie": f"chatterwerks_session={token}"} if token else {}
+    response = await client.get("/", headers=headers)
+    assert response.status == 200
+    assert response.headers["Cache-Control"] == "no-cache"
+    [answer] = SIGNED_IN.findall(await response.text())
+    return answer
+
+
+async def test_the_page_says_whether_its_cookie_is_a_live_session(
+    client: Any, make_user: Any
+) -> None:
+    alice = await make_user("alice")
+    assert await signed_in_says(client, None) == "false"
+    assert await signed_in_says(client, "not-a-session") == "false"
+    assert await signed_in_says(client, alice.token) == "true"
+    await alice.post("/api/logout", expect=204)
+    assert await signed_in_says(client, alice.token) == "false"
 
 
 async def test_every_module_is_served_under_the_version_for_good(client: Any) -> None:
