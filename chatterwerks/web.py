@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from pathlib import Path
 
 import aiohttp_jinja2
 from aiohttp import web
 
 from chatterwerks import BASE_DIR, keys
+from chatterwerks.auth import SESSION_COOKIE, _session_user, token_hash
 from chatterwerks.db import CONNECTION_ERRORS
 from chatterwerks.errors import error_response
 
@@ -23,26 +25,69 @@ CONTENT_SECURITY_POLICY = (
 
 
 STATIC_DIR = BASE_DIR / "static"
+# What /static/<version>/ answers when the version is today's: that URL's
+# content can never change, so browsers may keep it without asking again.
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+@functools.cache
+def static_files() -> dict[str, Path]:
+    """The client's files by name (listed once per process): exactly what
+    /static/<version>/ serves and what the version is made from."""
+    return {path.name: path for path in sorted(STATIC_DIR.iterdir()) if path.is_file()}
 
 
 @functools.cache
 def static_version() -> str:
-    """A short tag that changes whenever a static file does (read once per
-    process): the page's links carry it (?v=), so a deploy never mixes a fresh
-    page with a cached script."""
+    """A short tag of the static files' names and contents (read once per
+    process). The page loads its script, style and icon from /static/<tag>/,
+    and the modules' relative imports inherit the tag, so a deploy never
+    mixes a fresh page with cached old modules. Equal files give an equal
+    tag on every host, whatever their mtimes."""
     digest = hashlib.sha256()
-    for path in sorted(STATIC_DIR.glob("*")):
-        if path.is_file():
-            stat = path.stat()
-            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    for name, path in static_files().items():
+        content = path.read_bytes()
+        digest.update(f"{name}:{len(content)}:".encode())
+        digest.update(content)
     return digest.hexdigest()[:12]
+
+
+@routes.get(r"/static/{version:[0-9a-f]{12}}/{name}")
+async def versioned_static(request: web.Request) -> web.FileResponse:
+    """A static file under the versioned path. Another tag (a page rendered
+    by a process from before a deploy) still gets today's file, but with
+    no-cache, so it is never kept under a tag whose content it is not."""
+    path = static_files().get(request.match_info["name"])
+    if path is None:
+        raise web.HTTPNotFound()
+    response = web.FileResponse(path)
+    current = request.match_info["version"] == static_version()
+    response.headers["Cache-Control"] = IMMUTABLE if current else "no-cache"
+    return response
+
+
+async def signed_in(request: web.Request) -> bool:
+    """Whether the request's session cookie belongs to a live session, found
+    the way the API's auth middleware finds it. Unsure (the database is
+    unreachable) counts as yes: the page then asks GET /api/me, which retries."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return False
+    try:
+        return await _session_user(request.app, token_hash(token)) is not None
+    except CONNECTION_ERRORS:
+        return True
 
 
 @routes.get("/")
 async def chat_page(request: web.Request) -> web.Response:
-    """The one page of the browser client: sign-in and chat (static/app.js decides)."""
-    response = aiohttp_jinja2.render_template("chat.html", request, {"version": static_version()})
+    """The one page of the browser client: sign-in and chat (static/app.js
+    decides). It says whether the session cookie is good (data-signed-in), so
+    a signed-out page shows the form without a failing GET /api/me."""
+    context = {"version": static_version(), "signed_in": await signed_in(request)}
+    response = aiohttp_jinja2.render_template("chat.html", request, context)
     response.headers["Cache-Control"] = "no-cache"
+    response.headers["Vary"] = "Cookie"
     return response
 
 

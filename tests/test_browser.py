@@ -193,6 +193,63 @@ async def test_register_sign_out_and_sign_in(browser: Browser, base_url: str) ->
     problems.check()
 
 
+async def test_signed_out_load_sign_in_and_reload_log_no_errors(
+    browser: Browser, base_url: str, make_user: Any
+) -> None:
+    """Every console error counts here, a failed request's too: the server
+    tells the page whether its cookie is a live session, so a signed-out page
+    (here with a stale cookie) never asks GET /api/me only to get a 401."""
+    await make_user("alice")
+    context = await browser.new_context(viewport=DESKTOP)
+    await context.add_cookies(
+        [{"name": "chatterwerks_session", "value": "ended-long-ago", "url": base_url}]
+    )
+    page = await context.new_page()
+    # Console errors (a failed request logs one too), uncaught exceptions, and
+    # error answers: none may happen on this page.
+    problems: list[str] = []
+
+    def console(message: Any) -> None:
+        if message.type == "error":
+            problems.append(message.text)
+
+    def response(answer: Any) -> None:
+        if answer.status >= 400:
+            problems.append(f"{answer.status} {answer.url}")
+
+    page.on("console", console)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("response", response)
+    state_loads: list[str] = []
+    page.on("request", lambda r: state_loads.append(r.url) if r.url.endswith("/api/me") else None)
+
+    await page.goto(base_url)
+    await expect(page.locator("body")).to_have_attribute("data-signed-in", "false")
+    await expect(page.locator("#auth")).to_be_visible()
+    await page.wait_for_timeout(300)  # a stray request or error would show by now
+    assert (state_loads, problems) == ([], [])
+
+    await page.get_by_label("Username", exact=True).fill("alice")
+    await page.get_by_label("Password", exact=True).fill("correct horse")
+    await page.locator("#auth-submit").click()
+    await expect(page.locator("#me-name")).to_have_text("alice")
+    await page.reload()
+    await expect(page.locator("body")).to_have_attribute("data-signed-in", "true")
+    await expect(page.locator("#me-name")).to_have_text("alice")
+    await expect(page.locator("#message-list li.msg")).not_to_have_count(0)
+    assert (len(state_loads), problems) == (2, [])  # the sign-in's and the reload's
+
+    # Signed out, a reload shows the form again, still without asking.
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.locator("#auth")).to_be_visible()
+    await page.reload()
+    await expect(page.locator("body")).to_have_attribute("data-signed-in", "false")
+    await expect(page.locator("#auth")).to_be_visible()
+    await page.wait_for_timeout(300)
+    assert (len(state_loads), problems) == (2, [])
+    await context.close()
+
+
 async def test_two_users_chat_then_talk_directly(
     browser: Browser, base_url: str, make_user: Any
 ) -> None:

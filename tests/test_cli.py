@@ -470,8 +470,12 @@ async def test_installed_from_a_wheel_finds_its_sql_templates_and_static(pg_serv
             async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as session:
                 await wait_healthy(session, process)
                 async with session.get("/") as page:
-                    assert page.status == 200 and "/static/app.js" in await page.text()
-                async with session.get("/static/app.js") as script:
+                    assert page.status == 200
+                    [version] = re.findall(r"/static/([0-9a-f]{12})/app\.js", await page.text())
+                # The entry module, and one it imports (the wheel carries them all).
+                async with session.get(f"/static/{version}/app.js") as script:
+                    assert script.status == 200 and '"./poll.js"' in await script.text()
+                async with session.get(f"/static/{version}/poll.js") as script:
                     assert script.status == 200 and "/api/events" in await script.text()
         finally:
             process.terminate()

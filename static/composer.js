@@ -1,0 +1,74 @@
+// The composer: Enter sends, a failed send keeps its text and retries under the same key.
+
+import { api, handleAuthError } from "./api.js";
+import { applyMessage } from "./messages.js";
+import { state } from "./state.js";
+import { $, toast } from "./util.js";
+
+export function updateSendButton() {
+  $("send").disabled = state.sending || !$("composer-input").value.trim();
+}
+
+export function onComposerKeydown(event) {
+  // Enter sends; Shift+Enter is a new line; an IME composition keeps its Enter.
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
+    event.preventDefault();
+    $("composer").requestSubmit();
+  }
+}
+
+/**
+ * The Idempotency-Key for sending `text` in a channel: the same as the last
+ * attempt's while the text is the same, so a retry after a failure (whose
+ * send may have committed before the answer was lost) posts it only once.
+ */
+function sendKeyFor(channelId, text) {
+  const held = state.sendKeys.get(channelId);
+  if (held && held.text === text) return held.key;
+  // crypto.randomUUID() exists only on HTTPS and localhost; this works on plain HTTP too.
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  const key = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  state.sendKeys.set(channelId, { text, key });
+  return key;
+}
+
+export async function sendMessage(event) {
+  event.preventDefault();
+  const input = $("composer-input");
+  const raw = input.value;
+  const text = raw.trim();
+  const id = state.currentId;
+  if (!text || state.sending || !state.channels.has(id)) return;
+  const gen = state.gen;
+  state.sending = true;
+  updateSendButton();
+  $("composer-error").textContent = "";
+  try {
+    const key = sendKeyFor(id, text);
+    const { message } = await api("POST", `/api/channels/${id}/messages`, { text }, undefined, {
+      "Idempotency-Key": key,
+    });
+    if (state.sendKeys.get(id)?.key === key) state.sendKeys.delete(id);
+    if (gen !== state.gen) return;
+    // Clear only what was sent: the reader may have switched channel or typed on.
+    if (state.currentId === id) {
+      if (input.value === raw) input.value = "";
+    } else if (state.drafts.get(id) === raw) {
+      state.drafts.delete(id);
+    }
+    applyMessage(message, { own: true });
+  } catch (err) {
+    if (gen !== state.gen || handleAuthError(err)) return;
+    // The text stays in the composer, so nothing typed is lost.
+    if (state.currentId === id) {
+      $("composer-error").textContent = `Not sent: ${err.message}`;
+    } else {
+      toast(`Your message was not sent: ${err.message}`);
+    }
+  } finally {
+    if (gen === state.gen) {
+      state.sending = false;
+      updateSendButton();
+    }
+  }
+}

@@ -1,0 +1,406 @@
+// The message list: switching channel, history pages, rendering, scrolling, read markers.
+
+import { api, handleAuthError } from "./api.js";
+import { updateSendButton } from "./composer.js";
+import { loadMembers, renderMembers } from "./members.js";
+import { narrow, renderHeader, renderSidebar, setNavOpen } from "./sidebar.js";
+import { channelLabel, sortedChannels, state } from "./state.js";
+import { $, avatar, h, setText, toast } from "./util.js";
+
+const PAGE_SIZE = 50; // messages per history page
+const BOTTOM_SLACK_PX = 48; // "at the bottom" within this distance
+const TOP_LOAD_PX = 160; // load older messages within this distance of the top
+const GROUP_WINDOW_MS = 5 * 60 * 1000; // consecutive messages of one author collapse
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "short" });
+const dayFormat = new Intl.DateTimeFormat(undefined, {
+  weekday: "long",
+  month: "long",
+  day: "numeric",
+});
+const dayYearFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "long" });
+
+function dayKey(date) {
+  return `${date.getFullYear()}-${date.getMonth()}-${date.getDate()}`;
+}
+
+function dayLabel(date) {
+  const today = new Date();
+  const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+  if (dayKey(date) === dayKey(today)) return "Today";
+  if (dayKey(date) === dayKey(yesterday)) return "Yesterday";
+  return date.getFullYear() === today.getFullYear()
+    ? dayFormat.format(date)
+    : dayYearFormat.format(date);
+}
+
+export function switchChannel(id, { focus = true } = {}) {
+  const channel = state.channels.get(id);
+  if (!channel) return;
+  // Switching channels only changes what is shown: it never touches the poll.
+  if (state.currentId !== null && state.currentId !== id) {
+    saveScroll();
+    state.drafts.set(state.currentId, $("composer-input").value);
+  }
+  const changed = state.currentId !== id;
+  state.currentId = id;
+  history.replaceState(null, "", `#channel-${id}`);
+  renderSidebar();
+  renderHeader();
+  if (changed) {
+    $("composer-input").value = state.drafts.get(id) || "";
+    $("composer-error").textContent = "";
+    updateSendButton();
+    hideNewMarker();
+    renderMembers();
+    loadMembers(id);
+  }
+  setNavOpen(false);
+  let hist = state.history.get(id);
+  if (!hist || hist.status === "error") hist = loadLatest(id);
+  renderMessages();
+  restoreScroll(hist);
+  maybeMarkRead();
+  if (focus && !narrow.matches) $("composer-input").focus();
+}
+
+export function forgetChannel(id) {
+  state.channels.delete(id);
+  state.history.delete(id);
+  state.members.delete(id);
+  state.drafts.delete(id);
+  if (state.currentId === id) {
+    state.currentId = null;
+    const home = sortedChannels("home")[0];
+    if (home) switchChannel(home.id, { focus: false });
+  }
+  renderSidebar();
+}
+
+function saveScroll() {
+  const hist = state.history.get(state.currentId);
+  if (hist && hist.status === "ready") hist.scroll = isAtBottom() ? null : $("messages").scrollTop;
+}
+
+function restoreScroll(hist) {
+  if (hist.scroll === null || hist.scroll === undefined) scrollToBottom();
+  else $("messages").scrollTop = hist.scroll;
+}
+
+function isAtBottom() {
+  const el = $("messages");
+  return el.scrollHeight - el.scrollTop - el.clientHeight <= BOTTOM_SLACK_PX;
+}
+
+export function scrollToBottom() {
+  const el = $("messages");
+  el.scrollTop = el.scrollHeight;
+  hideNewMarker();
+}
+
+function newestSeq(hist) {
+  let newest = 0;
+  for (const seq of hist.msgs.keys()) if (seq > newest) newest = seq;
+  return newest;
+}
+
+function oldestSeq(hist) {
+  let oldest = Infinity;
+  for (const seq of hist.msgs.keys()) if (seq < oldest) oldest = seq;
+  return oldest;
+}
+
+/** Adds a message to a channel's run; false if it was there (dedupe by seq). */
+function storeMessage(hist, message) {
+  if (hist.msgs.has(message.seq)) return false;
+  hist.msgs.set(message.seq, message);
+  return true;
+}
+
+/**
+ * Puts one message from anywhere (an event, or our own send's answer) into
+ * the state. Duplicates (same channel, same seq) are dropped.
+ */
+export function applyMessage(message, { own = false } = {}) {
+  const channel = state.channels.get(message.channel_id);
+  if (!channel) return; // not (or no longer) ours; a channel_added precedes ours
+  channel.last_seq = Math.max(channel.last_seq, message.seq);
+  const hist = state.history.get(message.channel_id);
+  // Channels never opened keep no messages: opening loads the newest page.
+  if (hist && hist.status !== "error") {
+    const added = storeMessage(hist, message);
+    if (added && hist.status === "ready" && message.channel_id === state.currentId) {
+      showNewMessage(message, { own });
+    }
+  }
+  renderSidebar();
+}
+
+/** Opens a channel at its newest page. Returns the (loading) history entry. */
+function loadLatest(id) {
+  const gen = state.gen;
+  const hist = {
+    status: "loading",
+    msgs: new Map(),
+    hasMore: false,
+    loadingOlder: false,
+    scroll: null,
+    error: "",
+  };
+  state.history.set(id, hist);
+  (async () => {
+    try {
+      const page = await api("GET", `/api/channels/${id}/messages?limit=${PAGE_SIZE}`);
+      if (gen !== state.gen || state.history.get(id) !== hist) return;
+      // Events may already have put newer messages here: merge, dedupe by seq.
+      for (const message of page.messages) storeMessage(hist, message);
+      hist.hasMore = page.has_more;
+      hist.status = "ready";
+      const channel = state.channels.get(id);
+      if (channel) channel.last_seq = Math.max(channel.last_seq, newestSeq(hist));
+    } catch (err) {
+      if (gen !== state.gen || state.history.get(id) !== hist) return;
+      if (handleAuthError(err)) return;
+      if (err.status === 404) {
+        forgetChannel(id);
+        toast("That channel is no longer available.");
+        return;
+      }
+      hist.status = "error";
+      hist.error = err.message;
+    }
+    if (state.currentId === id) {
+      renderMessages();
+      scrollToBottom();
+      fillViewport();
+      maybeMarkRead();
+    }
+  })();
+  return hist;
+}
+
+/** Loads the page before the oldest message shown, keeping the reader's place. */
+export async function loadOlder() {
+  const id = state.currentId;
+  const hist = state.history.get(id);
+  if (!hist || hist.status !== "ready" || !hist.hasMore || hist.loadingOlder) return;
+  const gen = state.gen;
+  hist.loadingOlder = true;
+  hist.olderError = "";
+  renderHistoryStatus();
+  try {
+    const before = oldestSeq(hist);
+    const page = await api(
+      "GET",
+      `/api/channels/${id}/messages?before=${before}&limit=${PAGE_SIZE}`,
+    );
+    if (gen !== state.gen || state.history.get(id) !== hist) return;
+    for (const message of page.messages) storeMessage(hist, message);
+    hist.hasMore = page.has_more;
+  } catch (err) {
+    if (gen !== state.gen) return;
+    if (handleAuthError(err)) return;
+    hist.olderError = err.message;
+  } finally {
+    hist.loadingOlder = false;
+  }
+  if (state.currentId === id) {
+    renderMessagesKeepingPlace();
+    fillViewport();
+  }
+}
+
+/** Short channels do not scroll, so no scroll event asks for older pages. */
+function fillViewport() {
+  const el = $("messages");
+  const hist = state.history.get(state.currentId);
+  if (hist && hist.hasMore && !hist.olderError && el.scrollHeight <= el.clientHeight + TOP_LOAD_PX)
+    loadOlder();
+}
+
+// What the message list currently shows, so new messages can be appended.
+const rendered = { channelId: null, newest: 0, last: null };
+
+function renderHistoryStatus() {
+  const status = $("history-status");
+  const retry = $("history-retry");
+  const hist = state.history.get(state.currentId);
+  const channel = state.channels.get(state.currentId);
+  status.classList.remove("beginning");
+  retry.hidden = true;
+  if (!hist || !channel) {
+    setText(status, "");
+  } else if (hist.status === "loading") {
+    setText(status, "Loading messages…");
+  } else if (hist.status === "error") {
+    setText(status, `Couldn't load messages: ${hist.error}`);
+    retry.hidden = false;
+  } else if (hist.loadingOlder) {
+    setText(status, "Loading older messages…");
+  } else if (hist.olderError) {
+    setText(status, `Couldn't load older messages: ${hist.olderError}`);
+    retry.hidden = false;
+  } else if (!hist.hasMore) {
+    status.classList.add("beginning");
+    const name =
+      channel.kind === "direct"
+        ? `your conversation with ${channelLabel(channel)}`
+        : channel.kind === "group"
+          ? `#${channelLabel(channel)}`
+          : "Home";
+    setText(status, `This is the very beginning of ${name}.`);
+  } else {
+    setText(status, "");
+  }
+}
+
+function messageNodes(message, previous) {
+  const nodes = [];
+  const when = new Date(message.created_at);
+  const prevWhen = previous ? new Date(previous.created_at) : null;
+  if (!prevWhen || dayKey(prevWhen) !== dayKey(when)) {
+    nodes.push(h("li", { class: "day", role: "separator" }, dayLabel(when)));
+  }
+  const author = message.author;
+  const mine = state.me && author.id === state.me.id;
+  const continued =
+    previous &&
+    prevWhen &&
+    previous.author.id === author.id &&
+    dayKey(prevWhen) === dayKey(when) &&
+    when - prevWhen < GROUP_WINDOW_MS;
+  const classes = ["msg"];
+  if (mine) classes.push("mine");
+  if (author.is_bot) classes.push("bot");
+  if (continued) classes.push("cont");
+  const time = h(
+    "time",
+    { class: "msg-time", datetime: message.created_at, title: fullFormat.format(when) },
+    timeFormat.format(when),
+  );
+  const head = h(
+    "div",
+    { class: continued ? "msg-head sr-only" : "msg-head" },
+    h("span", { class: "author" }, author.username),
+    author.is_bot ? h("span", { class: "tag tag-bot", title: "An automated account" }, "bot") : null,
+    mine ? h("span", { class: "tag tag-you" }, "you") : null,
+    time,
+  );
+  const gutter = continued
+    ? h("span", { class: "gutter-time", "aria-hidden": "true" }, timeFormat.format(when))
+    : avatar(author);
+  nodes.push(
+    h(
+      "li",
+      { class: classes.join(" "), "data-seq": message.seq, "data-author": author.username },
+      gutter,
+      head,
+      h("div", { class: "msg-text" }, message.text),
+    ),
+  );
+  return nodes;
+}
+
+/** Renders the current channel's messages from scratch. */
+function renderMessages() {
+  const list = $("message-list");
+  const hist = state.history.get(state.currentId);
+  renderHistoryStatus();
+  rendered.channelId = state.currentId;
+  rendered.newest = 0;
+  rendered.last = null;
+  if (!hist || hist.status !== "ready") {
+    list.replaceChildren();
+    return;
+  }
+  const nodes = [];
+  let previous = null;
+  for (const seq of [...hist.msgs.keys()].sort((a, b) => a - b)) {
+    const message = hist.msgs.get(seq);
+    nodes.push(...messageNodes(message, previous));
+    previous = message;
+  }
+  list.replaceChildren(...nodes);
+  rendered.newest = previous ? previous.seq : 0;
+  rendered.last = previous;
+}
+
+/** Re-renders while keeping what the reader looks at in place (older pages
+ * arrive above; their height is added to scrollTop). */
+function renderMessagesKeepingPlace() {
+  const el = $("messages");
+  const atBottom = isAtBottom();
+  const fromBottom = el.scrollHeight - el.scrollTop;
+  renderMessages();
+  if (atBottom) scrollToBottom();
+  else el.scrollTop = el.scrollHeight - fromBottom;
+}
+
+/** A message for the channel on screen: appended, scrolled to or announced. */
+function showNewMessage(message, { own = false } = {}) {
+  const atBottom = isAtBottom();
+  if (rendered.channelId === state.currentId && message.seq > rendered.newest) {
+    const hist = state.history.get(state.currentId);
+    // Append when it directly follows what is shown; else redraw the run.
+    if (rendered.newest && message.seq === rendered.newest + 1) {
+      $("message-list").append(...messageNodes(message, rendered.last));
+      rendered.newest = message.seq;
+      rendered.last = message;
+      // A later seq may have arrived first (own send vs. event): catch up.
+      let next;
+      while ((next = hist.msgs.get(rendered.newest + 1))) {
+        $("message-list").append(...messageNodes(next, rendered.last));
+        rendered.newest = next.seq;
+        rendered.last = next;
+      }
+    } else {
+      renderMessagesKeepingPlace();
+    }
+  } else {
+    renderMessagesKeepingPlace();
+  }
+  if (own || atBottom) scrollToBottom();
+  else showNewMarker();
+  maybeMarkRead();
+}
+
+function showNewMarker() {
+  $("new-marker").hidden = false;
+}
+
+function hideNewMarker() {
+  $("new-marker").hidden = true;
+}
+
+/**
+ * Moves the read marker when the reader sees the newest message: the tab is
+ * visible and the list is scrolled to the bottom. The badge falls at once; the
+ * server tells our other tabs with a `read` event.
+ */
+export function maybeMarkRead() {
+  const id = state.currentId;
+  const channel = state.channels.get(id);
+  const hist = state.history.get(id);
+  if (!channel || !hist || hist.status !== "ready") return;
+  if (document.visibilityState !== "visible" || !isAtBottom()) return;
+  const seq = Math.max(newestSeq(hist), 0);
+  if (seq <= channel.last_read_seq) return;
+  channel.last_read_seq = seq;
+  renderSidebar();
+  const gen = state.gen;
+  api("POST", `/api/channels/${id}/read`, { seq }).catch((err) => {
+    if (gen === state.gen) handleAuthError(err); // else: the next change retries it
+  });
+}
+
+export function onMessagesScroll() {
+  const el = $("messages");
+  const goingUp = el.scrollTop < state.lastScrollTop;
+  state.lastScrollTop = el.scrollTop;
+  if (el.scrollTop <= TOP_LOAD_PX && (goingUp || el.scrollTop === 0)) loadOlder();
+  if (isAtBottom()) {
+    hideNewMarker();
+    maybeMarkRead();
+  }
+}

@@ -1,0 +1,74 @@
+// What the server told us and what the page shows: the one state object and channel bookkeeping.
+
+/**
+ * `gen` changes on every sign-in and sign-out; async work started under an
+ * older generation checks it after each await and drops its result.
+ */
+export const state = {
+  gen: 0,
+  me: null, // User
+  cursor: null, // the events cursor we follow
+  channels: new Map(), // id -> Channel (last_seq, last_read_seq kept current)
+  currentId: null,
+  // id -> { status: "loading"|"ready"|"error", msgs: Map(seq -> Message),
+  //         hasMore, loadingOlder, scroll: null (at bottom) | scrollTop, error }
+  // A channel's entry holds one contiguous run of seqs ending at its newest
+  // message: the newest page from history, then every message the events
+  // deliver. Channels never opened have no entry (events only bump last_seq).
+  history: new Map(),
+  members: new Map(), // id -> [User]
+  drafts: new Map(), // id -> composer text
+  sendKeys: new Map(), // id -> {text, key}: the Idempotency-Key of a send not yet confirmed
+  sending: false,
+  pollAbort: null, // AbortController of the poll in flight
+  wake: null, // resolves the backoff wait early (the browser came back online)
+  lastScrollTop: 0,
+};
+
+/** What the sidebar and views need to drop on sign-out or a state reload. */
+export function resetState() {
+  state.me = null;
+  state.cursor = null;
+  state.channels = new Map();
+  state.currentId = null;
+  state.history = new Map();
+  state.members = new Map();
+  state.drafts = new Map();
+  state.sendKeys = new Map();
+  state.sending = false;
+}
+
+export function unreadOf(channel) {
+  return Math.max(0, channel.last_seq - channel.last_read_seq);
+}
+
+export function channelLabel(channel) {
+  if (channel.kind === "home") return "Home";
+  if (channel.kind === "direct") return channel.peer ? channel.peer.username : "Direct";
+  return channel.name;
+}
+
+/** Sidebar order: Home, groups by name, direct channels by peer name. */
+export function sortedChannels(kind) {
+  return [...state.channels.values()]
+    .filter((c) => c.kind === kind)
+    .sort((a, b) =>
+      channelLabel(a).localeCompare(channelLabel(b), undefined, { sensitivity: "base" }),
+    );
+}
+
+export function upsertChannel(channel) {
+  const known = state.channels.get(channel.id);
+  if (known) {
+    // Our local view may be ahead (events seen, markers moved): never go back.
+    channel = {
+      ...known,
+      ...channel,
+      last_seq: Math.max(known.last_seq, channel.last_seq),
+      last_read_seq: Math.max(known.last_read_seq, channel.last_read_seq),
+    };
+  }
+  delete channel.members;
+  state.channels.set(channel.id, channel);
+  return channel;
+}
