@@ -59,7 +59,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if getattr(request.match_info.handler, "public", False):
         return await handler(request)  # register, login: a stale session must not matter
     digest, by_cookie = _credentials(request)
-    user = await _session_user(request.app, digest)
+    user = await session_user(request.app, digest)
     if user is None:
         raise ApiError(
             401, "invalid_token", "This session has ended or never existed; sign in again."
@@ -94,7 +94,9 @@ def _credentials(request: web.Request) -> tuple[bytes, bool]:
     )
 
 
-async def _session_user(app: web.Application, digest: bytes) -> dict[str, Any] | None:
+async def session_user(app: web.Application, digest: bytes) -> dict[str, Any] | None:
+    """The user of a live session (by token hash), from this process's cache
+    while the listener vouches for it, else from the store; None if none."""
     sessions = app[keys.SESSIONS]
     trusted = app[keys.HUB].connected.is_set()
     user = sessions.get(digest) if trusted else None

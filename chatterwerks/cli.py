@@ -16,7 +16,7 @@ import uvloop
 from chatterwerks import __version__, db
 from chatterwerks.config import ConfigError, Settings, redact_url
 from chatterwerks.embedded import EmbeddedPostgres
-from chatterwerks.hub import APPLICATION_NAME
+from chatterwerks.realtime import APPLICATION_NAME
 
 log = logging.getLogger("chatterwerks")
 

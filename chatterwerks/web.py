@@ -10,7 +10,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from chatterwerks import BASE_DIR, keys
-from chatterwerks.auth import SESSION_COOKIE, _session_user, token_hash
+from chatterwerks.auth import SESSION_COOKIE, session_user, token_hash
 from chatterwerks.db import CONNECTION_ERRORS
 from chatterwerks.errors import error_response
 
@@ -74,7 +74,7 @@ async def signed_in(request: web.Request) -> bool:
     if not token:
         return False
     try:
-        return await _session_user(request.app, token_hash(token)) is not None
+        return await session_user(request.app, token_hash(token)) is not None
     except CONNECTION_ERRORS:
         return True
 

@@ -24,7 +24,7 @@ from helpers import free_port
 import chatterwerks
 from chatterwerks.config import ConfigError, Settings, redact_url
 from chatterwerks.db import migration_files
-from chatterwerks.hub import APPLICATION_NAME
+from chatterwerks.realtime import APPLICATION_NAME
 
 # Every numbered script in sql/, in order.
 MIGRATIONS = [version for version, _, _ in migration_files()]
