@@ -25,7 +25,7 @@ class Settings:
     pool_min_size: int = 2
     pool_max_size: int = 10
     data_dir: Path = Path(platformdirs.user_data_dir("chatterwerks"))
-    # Long-poll bounds in seconds (API.md: default 25, at most 60).
+    # Long-poll bounds in seconds (docs/api.md: default 25, at most 60).
     poll_default_timeout: float = 25.0
     poll_max_timeout: float = 60.0
     session_days: int = 30

@@ -31,7 +31,7 @@ _HTTP_CODES = {
 
 
 class ApiError(web.HTTPException):
-    """An error answer in the shape of API.md; raise it from any handler."""
+    """An error answer in the shape of docs/api.md; raise it from any handler."""
 
     def __init__(
         self, status: int, code: str, message: str, headers: dict[str, str] | None = None

@@ -133,7 +133,7 @@ def int_value(raw: object, name: str, *, minimum: int = 0, maximum: int = INT64_
 def query_int(
     request: web.Request, name: str, default: int, *, minimum: int = 0, clamp_to: int = INT64_MAX
 ) -> int:
-    """A query parameter; values above clamp_to are clamped (API.md's rule for limits)."""
+    """A query parameter; values above clamp_to are clamped (docs/api.md's rule for limits)."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
@@ -162,7 +162,7 @@ def query_seconds(request: web.Request, name: str, default: float, maximum: floa
 
 
 def path_id(request: web.Request, name: str = "id") -> int:
-    """A path id; one that cannot exist is 'not found', as API.md asks."""
+    """A path id; one that cannot exist is 'not found', as docs/api.md asks."""
     raw = request.match_info[name]
     if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
         raise ApiError(404, "channel_not_found", "No such channel.")

@@ -1,4 +1,4 @@
--- 001: the schema. Limits from API.md are held here too, so no code path can
+-- 001: the schema. Limits from docs/api.md are held here too, so no code path can
 -- store a row the contract forbids.
 
 CREATE TABLE users (
@@ -30,7 +30,7 @@ CREATE TABLE channels (
     name        text CHECK (char_length(name) BETWEEN 1 AND 64),
     description text NOT NULL DEFAULT '' CHECK (char_length(description) <= 500),
     -- The seq of the newest message; bumped under this row's lock by each send,
-    -- which makes seq gapless and equal to commit order (ARCHITECTURE.md).
+    -- which makes seq gapless and equal to commit order (docs/architecture.md).
     last_seq    bigint NOT NULL DEFAULT 0 CHECK (last_seq >= 0),
     -- A direct channel's two users, lower id first: the unique key below is
     -- what makes "one direct channel per pair" hold under concurrent opens.
@@ -71,7 +71,7 @@ CREATE TABLE messages (
     UNIQUE (channel_id, seq)
 );
 
--- A channel as one subscriber sees it (API.md's Channel object): their role and
+-- A channel as one subscriber sees it (docs/api.md's Channel object): their role and
 -- read marker, and for a direct channel the other person. Every channel read
 -- goes through this view, filtered by viewer_id, so a non-member sees nothing.
 CREATE VIEW channel_views AS

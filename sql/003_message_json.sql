@@ -1,4 +1,4 @@
--- 003: a message as API.md's JSON object, built in one place in SQL, so the
+-- 003: a message as docs/api.md's JSON object, built in one place in SQL, so the
 -- sending statement can put it in its NOTIFY payload: every server process
 -- then has the new message without reading it back (hub.py).
 -- created_at always has microseconds and +00:00, as Python's

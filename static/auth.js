@@ -48,7 +48,7 @@ function clearAuthErrors() {
   $("auth-error").textContent = "";
 }
 
-/** Client-side checks mirroring the server's (API.md limits). */
+/** Client-side checks mirroring the server's (docs/api.md limits). */
 function validateAuth(username, password) {
   const errors = {};
   if (!username) errors.username = "Enter your username.";

@@ -7,7 +7,7 @@ from typing import Any
 
 
 def assert_error(body: Any, code: str) -> None:
-    """The one error shape of API.md, with the expected code."""
+    """The one error shape of docs/api.md, with the expected code."""
     assert isinstance(body, dict) and set(body) == {"error"}, body
     assert set(body["error"]) == {"code", "message"}, body
     assert body["error"]["code"] == code, body
