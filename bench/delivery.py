@@ -40,11 +40,9 @@ import platform
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -55,18 +53,26 @@ import psutil
 from aiohttp import web
 from benchlib import (
     HOST,
+    Client,
+    CpuMeter,
+    Server,
+    User,
     calibrate,
+    chatterwerks_server,
+    drop_database,
+    exactly_once,
     free_port,
     fresh_database,
+    http_session,
     percentile,
     procfile_web_argv,
     raise_fd_limit,
-    stop_process_group,
+    rss_bytes,
     summary_ms,
+    wait_for_quiet,
 )
 
 BENCH_DIR = Path(__file__).resolve().parent
-ROOT = BENCH_DIR.parent
 VENV_BIN = Path(sys.executable).parent
 PASSWORD = "bench-password-1"
 LISTENER_APP = "chatterwerks-listener"
@@ -137,182 +143,19 @@ async def wait_until(predicate: Callable[[], bool], deadline: float, interval: f
         await asyncio.sleep(interval)
 
 
-async def wait_for_quiet(limit_s: float, busy_cores: float = 0.3) -> dict[str, Any]:
-    """Waits (at most limit_s) until the rest of the machine is nearly idle,
-    since other work on these two cores would be measured as ours."""
-    start = time.monotonic()
-    busy = float("nan")
-    while True:
-        t0, m0 = time.monotonic(), CpuMeter.machine()
-        await asyncio.sleep(1.0)
-        busy = (CpuMeter.machine() - m0) / (time.monotonic() - t0)
-        if busy <= busy_cores or time.monotonic() - start >= limit_s:
-            break
-    return {
-        "quiet": busy <= busy_cores,
-        "busy_cores_before": round(busy, 3),
-        "waited_s": round(time.monotonic() - start, 1),
-    }
-
-
-class CpuMeter:
-    """CPU seconds over a window: the server's processes, the PostgreSQL
-    backends of the bench database, the rest of PostgreSQL, this load
-    generator, and everything else on the machine (other people's work
-    shares these cores and is reported, not subtracted)."""
-
-    def __init__(self, server_pids: Callable[[], list[int]], database: str) -> None:
-        self._server_pids = server_pids
-        self._database = database
-        self._start: dict[str, dict[int, float]] = {}
-        self._machine0 = 0.0
-        self._t0 = 0.0
-
-    def _sample(self) -> dict[str, dict[int, float]]:
-        groups: dict[str, dict[int, float]] = {
-            "server": {},
-            "postgres_bench": {},
-            "postgres_other": {},
-            "loadgen": {},
-        }
-        for pid in self._server_pids():
-            groups["server"][pid] = _cpu(pid)
-        for proc in psutil.process_iter(["name", "cmdline"]):
-            if proc.info["name"] == "postgres":
-                cmdline = " ".join(proc.info["cmdline"] or ())
-                bench = f" {self._database} " in cmdline
-                group = "postgres_bench" if bench else "postgres_other"
-                groups[group][proc.pid] = _cpu(proc.pid)
-        groups["loadgen"][os.getpid()] = _cpu(os.getpid())
-        return groups
-
-    @staticmethod
-    def machine() -> float:
-        times = psutil.cpu_times()
-        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
-
-    def start(self) -> None:
-        self._t0 = time.monotonic()
-        self._machine0 = self.machine()
-        self._start = self._sample()
-
-    def stop(self) -> dict[str, Any]:
-        wall = time.monotonic() - self._t0
-        end = self._sample()
-        machine = self.machine() - self._machine0
-        out: dict[str, Any] = {"wall_s": round(wall, 3), "cores": psutil.cpu_count()}
-        accounted = 0.0
-        for group, pids in end.items():
-            before = self._start.get(group, {})
-            seconds = sum(max(0.0, cpu - before.get(pid, 0.0)) for pid, cpu in pids.items())
-            accounted += seconds
-            out[f"{group}_cores"] = round(seconds / wall, 3) if wall else None
-        out["machine_busy_cores"] = round(machine / wall, 3) if wall else None
-        out["everything_else_cores"] = (
-            round(max(0.0, machine - accounted) / wall, 3) if wall else None
-        )
-        out["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
-        return out
-
-
-def _cpu(pid: int) -> float:
-    try:
-        times = psutil.Process(pid).cpu_times()
-    except psutil.Error:
-        return 0.0
-    return times.user + times.system
-
-
 # ---------------------------------------------------------------------------
 # Processes: the server (gunicorn), the baseline, py-spy
 
 
-class Server:
-    """A gunicorn master started as a child process; stopped with SIGTERM
-    (then SIGKILL of its process group if it lingers)."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int) -> None:
-        self.name = name
-        self.argv = argv
-        self.env = env
-        self.port = port
-        self.base = f"http://{HOST}:{port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_file = tempfile.NamedTemporaryFile(
-            prefix=f"chatterwerks-bench-{name}-", suffix=".log", delete=False
-        )
-
-    def spawn(self) -> None:
-        self.proc = subprocess.Popen(
-            self.argv,
-            env=self.env,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def workers(self) -> list[int]:
-        if self.proc is None:
-            return []
-        try:
-            return [child.pid for child in psutil.Process(self.proc.pid).children()]
-        except psutil.Error:
-            return []
-
-    def all_pids(self) -> list[int]:
-        return ([self.proc.pid] if self.proc else []) + self.workers()
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(Path(self.log_file.name).read_text().splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    async def start(
-        self, session: aiohttp.ClientSession, workers: int, timeout: float = 60.0
-    ) -> None:
-        self.spawn()
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited at start:\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not become healthy:\n{self.log_tail()}")
-            try:
-                async with session.get(self.base + "/healthz") as resp:
-                    if resp.status == 200 and len(self.workers()) >= workers:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        stop_process_group(self.proc, timeout=20)
-        self.log_file.close()
-        self.proc = None
-
-
-def chatterwerks_server(
-    port: int, workers: int, database_url: str, extra_env: dict[str, str]
-) -> Server:
-    env = dict(os.environ)
-    for name in ("PORT", "HOST", "WEB_CONCURRENCY"):
-        env.pop(name, None)
-    env.update(DATABASE_URL=database_url, **SERVER_ENV, **extra_env)
-    argv = procfile_web_argv(port, workers)
-    return Server("chatterwerks", argv, env, port)
+def bench_server(port: int, workers: int, database_url: str, extra_env: dict[str, str]) -> Server:
+    return chatterwerks_server("bench", port, workers, database_url, {**SERVER_ENV, **extra_env})
 
 
 def baseline_server(port: int) -> Server:
     # The Procfile's command (worker class and all), with the bare app.
     argv = procfile_web_argv(port, 1, app="delivery:baseline_app")
     argv[2:2] = ["--pythonpath", str(BENCH_DIR)]
-    return Server("baseline", argv, dict(os.environ), port)
+    return Server("bench-baseline", argv, dict(os.environ), port, 1)
 
 
 class Profiler:
@@ -367,76 +210,7 @@ class Profiler:
 
 
 # ---------------------------------------------------------------------------
-# The HTTP client side
-
-
-class ApiError(Exception):
-    pass
-
-
-@dataclass
-class User:
-    name: str
-    id: int
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-class Client:
-    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
-        self.session = session
-        self.base = base
-
-    async def call(
-        self,
-        method: str,
-        path: str,
-        user: User | None = None,
-        body: dict[str, Any] | None = None,
-        ok: tuple[int, ...] = (200, 201),
-    ) -> Any:
-        async with self.session.request(
-            method, self.base + path, json=body, headers=user.headers if user else None
-        ) as resp:
-            data = await resp.read()
-            if resp.status not in ok:
-                raise ApiError(f"{method} {path}: {resp.status} {data[:300]!r}")
-            return json.loads(data) if data else None
-
-    async def register(self, names: list[str], concurrency: int = 16) -> list[User]:
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one(name: str) -> User:
-            async with gate:
-                data = await self.call(
-                    "POST", "/api/register", body={"username": name, "password": PASSWORD}
-                )
-            return User(name, data["user"]["id"], data["token"])
-
-        return await asyncio.gather(*(one(name) for name in names))
-
-    async def create_group(self, owner: User, name: str, members: list[User]) -> int:
-        others = [m.name for m in members if m.id != owner.id]
-        first, rest = others[:100], others[100:]
-        data = await self.call("POST", "/api/channels", owner, {"name": name, "members": first})
-        channel_id = data["channel"]["id"]
-        for username in rest:
-            await self.call(
-                "POST", f"/api/channels/{channel_id}/members", owner, {"username": username}
-            )
-        return channel_id
-
-    async def cursors(self, users: list[User], concurrency: int = 16) -> list[str]:
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one(user: User) -> str:
-            async with gate:
-                return (await self.call("GET", "/api/me", user))["cursor"]
-
-        return await asyncio.gather(*(one(user) for user in users))
+# The HTTP client side: receivers following the events cursor chain
 
 
 class Receiver:
@@ -460,26 +234,17 @@ class Receiver:
         return all(len(self.unique[c]) >= n for c, n in accepted.items())
 
     async def run(self, client: Client, poll_timeout: float, deadline: float) -> None:
-        url = client.base + "/api/events"
         while time.monotonic() < deadline:
             try:
-                async with client.session.get(
-                    url,
-                    params={"cursor": self.cursor, "timeout": str(poll_timeout)},
-                    headers=self.user.headers,
-                ) as resp:
-                    body = await resp.read()
-                    now = time.monotonic()
-                    status = resp.status
+                answer = await client.poll(self.cursor, poll_timeout, self.user)
             except (aiohttp.ClientError, TimeoutError):
+                answer = None
+            if answer is None or answer.status != 200:
                 self.errors += 1
                 await asyncio.sleep(0.05)
                 continue
-            if status != 200:
-                self.errors += 1
-                await asyncio.sleep(0.05)
-                continue
-            data = json.loads(body)
+            now = answer.at
+            data = answer.json()
             self.polls += 1
             got = 0
             for event in data["events"]:
@@ -498,35 +263,10 @@ class Receiver:
             self.cursor = data["cursor"]
 
 
-def exactly_once(receivers: list[Receiver], accepted: dict[int, set[int]]) -> dict[str, Any]:
+def check_receivers(receivers: list[Receiver], accepted: dict[int, set[int]]) -> dict[str, Any]:
     """Duplicates, gaps (accepted but never received), strays and order."""
-    expected = sum(len(seqs) for seqs in accepted.values()) * len(receivers)
-    received_unique = duplicates = missing = unexpected = out_of_order = 0
-    incomplete_receivers = 0
-    for receiver in receivers:
-        complete = True
-        for channel_id, seqs in accepted.items():
-            order = receiver.order[channel_id]
-            counts = Counter(order)
-            duplicates += sum(n - 1 for n in counts.values() if n > 1)
-            got = set(counts)
-            received_unique += len(got & seqs)
-            lost = len(seqs - got)
-            missing += lost
-            complete = complete and not lost
-            unexpected += len(got - seqs)
-            out_of_order += sum(1 for a, b in itertools.pairwise(order) if b <= a)
-        incomplete_receivers += not complete
     return {
-        "expected_deliveries": expected,
-        "received_deliveries": received_unique,
-        "completeness": round(received_unique / expected, 6) if expected else None,
-        "duplicates": duplicates,
-        "missing": missing,
-        "unexpected": unexpected,
-        "out_of_order": out_of_order,
-        "receivers_incomplete": incomplete_receivers,
-        "exactly_once": duplicates == 0 and missing == 0 and unexpected == 0,
+        **exactly_once([r.order for r in receivers], accepted),
         "poll_errors": sum(r.errors for r in receivers),
     }
 
@@ -579,26 +319,22 @@ async def latency_section(
     accepted: set[int] = set()
     send_errors = 0
     lag: list[float] = []
-    url = f"{client.base}/api/channels/{channel_id}/messages"
 
     async def send(index: int) -> None:
         nonlocal send_errors
         t0 = time.monotonic()
         sent_at[index] = t0
         try:
-            async with client.session.post(
-                url, json={"text": f"m {index}"}, headers=sender.headers
-            ) as resp:
-                data = await resp.read()
-                if resp.status != 201:
-                    send_errors += 1
-                    return
+            answer = await client.send(channel_id, f"m {index}", sender)
         except aiohttp.ClientError:
             send_errors += 1
             return
+        if answer.status != 201:
+            send_errors += 1
+            return
         if index >= n_warm:
-            post_times.append(time.monotonic() - t0)
-        accepted.add(json.loads(data)["message"]["seq"])
+            post_times.append(answer.at - t0)
+        accepted.add(answer.json()["message"]["seq"])
 
     async def load() -> dict[int, set[int]]:
         start = time.monotonic() + 0.05
@@ -636,7 +372,7 @@ async def latency_section(
         "post_response": summary_ms(post_times),
         "sender_schedule_lag_p99_ms": round((percentile(lag, 99) or 0) * 1000, 3),
         "polls_answered": sum(r.polls for r in receivers),
-        **exactly_once(receivers, accepted_by_channel),
+        **check_receivers(receivers, accepted_by_channel),
     }
 
 
@@ -668,25 +404,20 @@ async def throughput_section(
 
     async def sender_loop(k: int, user: User, stop_at: float) -> None:
         channel_id = channel_ids[k % len(channel_ids)]
-        url = f"{client.base}/api/channels/{channel_id}/messages"
         while time.monotonic() < stop_at:
             index = next(counter)
             t0 = time.monotonic()
             sent_at[index] = t0
             try:
-                async with client.session.post(
-                    url, json={"text": f"t {index}"}, headers=user.headers
-                ) as resp:
-                    data = await resp.read()
-                    status = resp.status
+                answer = await client.send(channel_id, f"t {index}", user)
             except aiohttp.ClientError as exc:
                 errors[type(exc).__name__] += 1
                 continue
-            if status != 201:
-                errors[str(status)] += 1
+            if answer.status != 201:
+                errors[str(answer.status)] += 1
                 continue
-            post_times.append(time.monotonic() - t0)
-            accepted[channel_id].add(json.loads(data)["message"]["seq"])
+            post_times.append(answer.at - t0)
+            accepted[channel_id].add(answer.json()["message"]["seq"])
 
     async def load() -> dict[int, set[int]]:
         window["start"] = time.monotonic()
@@ -705,7 +436,7 @@ async def throughput_section(
     send_window = window["senders_done"] - window["start"]
     last_delivery = max((r.last_receipt for r in receivers), default=window["start"])
     delivery_window = max(last_delivery, window["senders_done"]) - window["start"]
-    check = exactly_once(receivers, accepted)
+    check = check_receivers(receivers, accepted)
     latencies = [t - sent_at[int(text.split()[1])] for r in receivers for text, t in r.receipts]
     answers = sum(r.answers_with_messages for r in receivers)
     return {
@@ -772,23 +503,6 @@ class Parker:
         return [task.result() for task in self.tasks if task in done]
 
 
-def make_session(trace_sent: list[int] | None = None) -> aiohttp.ClientSession:
-    traces = []
-    if trace_sent is not None:
-        trace = aiohttp.TraceConfig()
-
-        async def on_sent(*_: Any) -> None:
-            trace_sent[0] += 1
-
-        trace.on_request_headers_sent.append(on_sent)
-        traces.append(trace)
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, enable_cleanup_closed=False),
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=60),
-        trace_configs=traces,
-    )
-
-
 def server_connections(pid: int, port: int) -> int:
     try:
         conns = psutil.Process(pid).net_connections(kind="tcp")
@@ -833,16 +547,15 @@ async def park_and_release(
     quiet_s: float,
 ) -> tuple[dict[str, Any], list[tuple[float, int, bytes]], float]:
     """Measures RSS before/after parking the requests, then times the release."""
-    proc = psutil.Process(worker_pid)
     await asyncio.sleep(1.0)
-    rss_before = proc.memory_info().rss
+    rss_before = rss_bytes(worker_pid)
     sent[0] = 0
     parker = Parker(session, sent)
     t_open = time.monotonic()
     await parker.open(requests)
     parked = await wait_parked(worker_pid, port, len(requests), timeout=180)
     park_time = time.monotonic() - t_open
-    rss_after = proc.memory_info().rss
+    rss_after = rss_bytes(worker_pid)
     early = parker.answered_early()
     log(
         f"{label}: {len(requests)} polls parked={parked['parked']} in "
@@ -890,9 +603,9 @@ async def baseline_capacity(
     port = free_port()
     server = baseline_server(port)
     sent = [0]
-    async with make_session(sent) as session:
+    async with http_session(sent_counter=sent) as session:
         try:
-            await server.start(session, 1)
+            await server.start(session)
             worker = server.workers()[0]
             base = server.base
 
@@ -935,7 +648,7 @@ async def baseline_capacity(
             stats.update(fanout_stats(results, t0, polls))
             return stats
         finally:
-            server.stop()
+            server.stop(timeout=20)
 
 
 async def pg_sampler(
@@ -965,7 +678,7 @@ async def chatterwerks_capacity(
     database_url: str, polls: int, users_n: int, warmup: int, pool_size: int, quiet_s: float
 ) -> dict[str, Any]:
     port = free_port()
-    server = chatterwerks_server(
+    server = bench_server(
         port,
         1,
         database_url,
@@ -974,15 +687,15 @@ async def chatterwerks_capacity(
     sent = [0]
     samples: list[tuple[int, int, int]] = []
     stop_sampling = asyncio.Event()
-    async with make_session(sent) as session:
+    async with http_session(sent_counter=sent) as session:
         client = Client(session, server.base)
         sampler = None
         try:
-            await server.start(session, 1)
+            await server.start(session)
             worker = server.workers()[0]
             database = urlsplit(database_url).path.lstrip("/")
             log(f"capacity: registering {users_n} users")
-            users = await client.register([f"idle{i}" for i in range(users_n)])
+            users = await client.register([f"idle{i}" for i in range(users_n)], PASSWORD)
             me = await client.call("GET", "/api/me", users[0])
             home = next(c["id"] for c in me["channels"] if c["kind"] == "home")
             url = server.base + "/api/events"
@@ -1036,7 +749,7 @@ async def chatterwerks_capacity(
             if sampler is not None:
                 with contextlib.suppress(Exception):
                     await sampler
-            server.stop()
+            server.stop(timeout=20)
     stats["db_connections"] = {
         "pool_max_size": pool_size,
         "bound": pool_size + 1,
@@ -1060,14 +773,6 @@ async def server_settings(admin_url: str) -> dict[str, str]:
             key: await admin.fetchval(f"SHOW {key}")
             for key in ("server_version", "synchronous_commit", "fsync", "max_connections")
         }
-    finally:
-        await admin.close()
-
-
-async def drop_database(admin_url: str, name: str) -> None:
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
 
@@ -1099,15 +804,15 @@ async def server_section(
     run body while measuring CPU, stop it, then read what PostgreSQL counted
     (backends flush their statistics when they exit)."""
     port = free_port()
-    server = chatterwerks_server(port, args.workers, database_url, {})
-    async with make_session() as session:
+    server = bench_server(port, args.workers, database_url, {})
+    async with http_session() as session:
         client = Client(session, server.base)
         try:
-            await server.start(session, args.workers)
+            await server.start(session)
             log(f"{label}: server up, {args.workers} worker(s) on port {port}")
             if not users:
                 n_users = max(args.receivers, 1) + max(args.senders, 1)
-                users.extend(await client.register([f"user{i}" for i in range(n_users)]))
+                users.extend(await client.register([f"user{i}" for i in range(n_users)], PASSWORD))
             quiet = await wait_for_quiet(args.wait_quiet)
             before = await db_counters(args.admin_url, args.database)
             meter = CpuMeter(server.all_pids, args.database)
@@ -1118,7 +823,7 @@ async def server_section(
             result["cpu"]["machine_before"] = quiet
             profiler.stop()
         finally:
-            server.stop()
+            server.stop(timeout=20)
     await asyncio.sleep(1.0)
     after = await db_counters(args.admin_url, args.database)
     requests = result["polls_answered"] + result["messages_accepted"]

@@ -63,9 +63,7 @@ import math
 import os
 import random
 import re
-import subprocess
 import sys
-import tempfile
 import time
 import zlib
 from collections import Counter, defaultdict
@@ -78,19 +76,22 @@ import aiohttp
 import asyncpg
 import psutil
 from benchlib import (
-    HOST,
+    Answer,
+    Client,
+    chatterwerks_server,
+    check_sequence,
+    cpu_seconds,
     free_port,
     fresh_database,
-    procfile_web_argv,
+    http_session,
+    memory_report,
+    mib,
     raise_fd_limit,
-    stop_process_group,
+    sample_rss,
     summary_ms,
 )
 
-BENCH_DIR = Path(__file__).resolve().parent
-ROOT = BENCH_DIR.parent
 PASSWORD = "soak-password-1"
-MIB = 1024 * 1024
 
 # What the soak changes in the server's environment (reported in the output).
 # The message rate limit (a burst of 30, then 5 a second, per user and worker)
@@ -118,91 +119,8 @@ def crc(text: str) -> int:
     return zlib.crc32(text.encode("utf-8"))
 
 
-def mib(value: float) -> float:
-    return round(value / MIB, 1)
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of these processes so far."""
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            times = psutil.Process(pid).cpu_times()
-            total += times.user + times.system
-    return total
-
-
 # ---------------------------------------------------------------------------
-# The server
-
-
-class Server:
-    """The Procfile's gunicorn command as a child process (its own session);
-    stopped with SIGTERM, then SIGKILL of its process group if it lingers."""
-
-    def __init__(self, port: int, workers: int, database_url: str) -> None:
-        self.port = port
-        self.workers_wanted = workers
-        self.base = f"http://{HOST}:{port}"
-        env = dict(os.environ)
-        for name in ("PORT", "HOST", "WEB_CONCURRENCY"):
-            env.pop(name, None)
-        env.update(DATABASE_URL=database_url, **SERVER_ENV)
-        self.env = env
-        self.argv = procfile_web_argv(port, workers)
-        self.log_path = Path(tempfile.mkstemp(prefix="chatterwerks-soak-", suffix=".log")[1])
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.seen_workers: set[int] = set()
-
-    def workers(self) -> list[int]:
-        if self.proc is None:
-            return []
-        try:
-            pids = [child.pid for child in psutil.Process(self.proc.pid).children()]
-        except psutil.Error:
-            return []
-        self.seen_workers.update(pids)
-        return pids
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def spawn(self) -> None:
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    async def start(self, session: aiohttp.ClientSession, timeout: float = 60.0) -> None:
-        self.spawn()
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited at start:\n{self.log_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn did not become healthy:\n{self.log_text()[-3000:]}")
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with session.get(self.base + "/healthz") as resp:
-                    if resp.status == 200 and len(self.workers()) >= self.workers_wanted:
-                        return
-            await asyncio.sleep(0.1)
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        code = stop_process_group(self.proc, timeout=30)
-        self.proc = None
-        return code
+# The server log
 
 
 def scan_server_log(text: str) -> dict[str, Any]:
@@ -322,6 +240,29 @@ class Stats:
         log(f"ANOMALY: {text}")
 
 
+def endpoint(method: str, path: str) -> str:
+    """The label answers are tallied under: "POST /api/channels/{id}/messages"."""
+    label = f"{method} {re.sub(r'/members/[^/]+$', '/members/{username}', path)}"
+    return re.sub(r"/\d+", "/{id}", label)
+
+
+class SoakClient(Client):
+    """The shared client, with every answer and transport error tallied in stats."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str, stats: Stats) -> None:
+        super().__init__(session, base)
+        self.stats = stats
+
+    def observe(
+        self, method: str, path: str, expected: tuple[int, ...], outcome: Answer | BaseException
+    ) -> None:
+        label = endpoint(method, path)
+        if isinstance(outcome, Answer):
+            self.stats.answer(label, outcome.status, outcome.body, expected)
+        else:
+            self.stats.transport_error(label, outcome)
+
+
 @dataclass
 class SimUser:
     idx: int
@@ -331,8 +272,8 @@ class SimUser:
     steady: bool  # never reconnects its follower
     bursty: bool  # now and then sends in bursts
     rng: random.Random
-    actor_http: aiohttp.ClientSession | None = None
-    follower_http: aiohttp.ClientSession | None = None
+    actor_api: SoakClient | None = None
+    follower_api: SoakClient | None = None
     follower: Follower | None = None
     groups_created: int = 0
     sent: int = 0
@@ -369,9 +310,17 @@ class World:
     def remaining(self) -> float:
         return self.stop_at - time.monotonic()
 
+    def client(self, token: str | None, limit: int) -> SoakClient:
+        # A precaution: the client drops idle connections (1 s) before gunicorn's
+        # keep-alive (2 s) does, so a send cannot race the server closing an idle
+        # connection (an outcome the soak could not know). A 1-minute run with
+        # aiohttp's default (15 s) saw no such error either.
+        session = http_session(limit=limit, keepalive_timeout=1.0, token=token)
+        return SoakClient(session, self.base, self.stats)
+
     async def call(
         self,
-        http: aiohttp.ClientSession,
+        api: Client,
         method: str,
         path: str,
         *,
@@ -381,29 +330,22 @@ class World:
         timeout: float = 30.0,
     ) -> tuple[int | None, Any, Any]:
         """(status, parsed JSON body or None, headers); status None on a transport error."""
-        label = f"{method} {re.sub(r'/members/[^/]+$', '/members/{username}', path)}"
-        label = re.sub(r"/\d+", "/{id}", label)
         try:
-            async with http.request(
-                method,
-                self.base + path,
-                json=body,
-                params=params,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-            ) as resp:
-                raw = await resp.read()
-                status, headers = resp.status, resp.headers
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self.stats.transport_error(label, exc)
-            return None, None, {}
-        self.stats.answer(label, status, raw, expected)
+            answer = await api.request(
+                method, path, body=body, params=params, timeout=timeout, expected=expected
+            )
+        except (aiohttp.ClientError, TimeoutError):
+            return None, None, {}  # tallied by SoakClient.observe
         data = None
-        if raw:
+        if answer.body:
             try:
-                data = json.loads(raw)
+                data = answer.json()
             except ValueError:
-                self.stats.anomaly(f"{label}: {status} with a body that is not JSON: {raw[:200]!r}")
-        return status, data, headers
+                self.stats.anomaly(
+                    f"{endpoint(method, path)}: {answer.status} with a body that is not JSON:"
+                    f" {answer.body[:200]!r}"
+                )
+        return answer.status, data, answer.headers
 
     def new_text(self, user: SimUser) -> str:
         self.text_counter += 1
@@ -472,9 +414,9 @@ class Follower:
         self.start(fresh)
 
     async def _me(self) -> None:
-        assert self.user.follower_http is not None
+        assert self.user.follower_api is not None
         while True:
-            status, data, _ = await self.world.call(self.user.follower_http, "GET", "/api/me")
+            status, data, _ = await self.world.call(self.user.follower_api, "GET", "/api/me")
             if status == 200:
                 break
             await asyncio.sleep(1.0)
@@ -487,8 +429,8 @@ class Follower:
         self.cursor = data["cursor"]
 
     async def _run(self, fresh: bool) -> None:
-        world, http = self.world, self.user.follower_http
-        assert http is not None
+        world, api = self.world, self.user.follower_api
+        assert api is not None
         if fresh or self.cursor is None:
             await self._me()
         self.live_since = time.monotonic()
@@ -497,7 +439,7 @@ class Follower:
             timeout = 1.0 if world.drain_after else self.user.rng.uniform(*POLL_TIMEOUT)
             began = time.monotonic()
             status, data, headers = await world.call(
-                http,
+                api,
                 "GET",
                 "/api/events",
                 params={"cursor": self.cursor or "", "timeout": f"{timeout:.1f}"},
@@ -601,7 +543,7 @@ def pick_channel(world: World, user: SimUser) -> int:
 
 async def send_one(world: World, user: SimUser, channel_id: int) -> tuple[int | None, float]:
     """One send; returns (status, seconds to wait before the next one)."""
-    assert user.actor_http is not None
+    assert user.actor_api is not None
     text = world.new_text(user)
     hey_otter = channel_id == world.home_id and user.rng.random() < 0.01
     if hey_otter:
@@ -613,7 +555,7 @@ async def send_one(world: World, user: SimUser, channel_id: int) -> tuple[int | 
         started = time.monotonic()
         world.send_started[text] = started
         status, data, headers = await world.call(
-            user.actor_http,
+            user.actor_api,
             "POST",
             f"/api/channels/{channel_id}/messages",
             body={"text": text},
@@ -670,7 +612,7 @@ async def act_send(world: World, user: SimUser, count: int = 1) -> None:
 async def act_direct(world: World, user: SimUser) -> None:
     peer = user.rng.choice([u for u in world.users if u is not user])
     status, data, _ = await world.call(
-        user.actor_http, "POST", "/api/direct", body={"username": peer.name}, expected=(200, 201)
+        user.actor_api, "POST", "/api/direct", body={"username": peer.name}, expected=(200, 201)
     )
     if status not in (200, 201):
         return
@@ -692,7 +634,7 @@ async def act_create_group(world: World, user: SimUser) -> None:
     others = [u for u in world.users if u is not user]
     members = user.rng.sample(others, k=min(len(others), user.rng.randint(0, 4)))
     status, data, _ = await world.call(
-        user.actor_http,
+        user.actor_api,
         "POST",
         "/api/channels",
         body={"name": name, "description": "soak", "members": [m.name for m in members]},
@@ -721,7 +663,7 @@ async def act_add_member(world: World, user: SimUser) -> None:
             return
         target = user.rng.choice(outside)
         status, _, _ = await world.call(
-            user.actor_http,
+            user.actor_api,
             "POST",
             f"/api/channels/{group.id}/members",
             body={"username": target.name},
@@ -749,7 +691,7 @@ async def act_remove_member(world: World, user: SimUser) -> None:
             return
         target = world.users[target_idx]
         status, _, _ = await world.call(
-            user.actor_http,
+            user.actor_api,
             "DELETE",
             f"/api/channels/{group.id}/members/{target.name}",
             expected=(204,),
@@ -764,7 +706,7 @@ async def act_mark_read(world: World, user: SimUser) -> None:
     async with in_channel(world, user, channel_id) as member:
         if member:
             await world.call(
-                user.actor_http,
+                user.actor_api,
                 "POST",
                 f"/api/channels/{channel_id}/read",
                 body={"seq": seq},
@@ -777,22 +719,32 @@ def contiguous(messages: list[dict[str, Any]]) -> bool:
     return seqs == list(range(seqs[0], seqs[0] + len(seqs))) if seqs else True
 
 
+async def read_messages(
+    world: World, user: SimUser, channel_id: int, params: dict[str, str]
+) -> dict[str, Any] | None:
+    """GET a channel's messages as a member; the answer, or None if not a 200
+    (or the user is no longer a member of the group)."""
+    async with in_channel(world, user, channel_id) as member:
+        if not member:
+            return None
+        status, data, _ = await world.call(
+            user.actor_api,
+            "GET",
+            f"/api/channels/{channel_id}/messages",
+            params=params,
+            expected=(200,),
+        )
+    return data if status == 200 else None
+
+
 async def act_tail(world: World, user: SimUser) -> None:
     """The one-channel long-poll: ?after=SEQ&wait=S answers from SEQ+1 on."""
     channel_id = pick_channel(world, user)
     known = world.known_last.get(channel_id, 0)
     after = max(0, known - user.rng.randint(0, 3))
-    async with in_channel(world, user, channel_id) as member:
-        if not member:
-            return
-        status, data, _ = await world.call(
-            user.actor_http,
-            "GET",
-            f"/api/channels/{channel_id}/messages",
-            params={"after": str(after), "wait": str(user.rng.randint(1, 3))},
-            expected=(200,),
-        )
-    if status == 200:
+    params = {"after": str(after), "wait": str(user.rng.randint(1, 3))}
+    data = await read_messages(world, user, channel_id, params)
+    if data is not None:
         messages = data["messages"]
         if messages and (messages[0]["seq"] != after + 1 or not contiguous(messages)):
             seqs = [m["seq"] for m in messages]
@@ -805,17 +757,8 @@ async def act_history(world: World, user: SimUser) -> None:
     channel_id = pick_channel(world, user)
     known = world.known_last.get(channel_id, 0)
     limit = user.rng.randint(1, 60)
-    async with in_channel(world, user, channel_id) as member:
-        if not member:
-            return
-        status, data, _ = await world.call(
-            user.actor_http,
-            "GET",
-            f"/api/channels/{channel_id}/messages",
-            params={"limit": str(limit)},
-            expected=(200,),
-        )
-    if status == 200:
+    data = await read_messages(world, user, channel_id, {"limit": str(limit)})
+    if data is not None:
         messages = data["messages"]
         bad = not contiguous(messages) or len(messages) > limit
         if messages:
@@ -837,14 +780,14 @@ async def act_channel_info(world: World, user: SimUser) -> None:
         if not member:
             return
         status, data, _ = await world.call(
-            user.actor_http, "GET", f"/api/channels/{channel_id}", expected=(200,)
+            user.actor_api, "GET", f"/api/channels/{channel_id}", expected=(200,)
         )
         if status == 200 and user.id not in {m["id"] for m in data["channel"]["members"]}:
             world.stats.anomaly(f"u{user.idx} is not among the members of channel {channel_id}")
 
 
 async def act_list_channels(world: World, user: SimUser) -> None:
-    await world.call(user.actor_http, "GET", "/api/channels", expected=(200,))
+    await world.call(user.actor_api, "GET", "/api/channels", expected=(200,))
 
 
 async def act_reconnect(world: World, user: SimUser) -> None:
@@ -887,68 +830,6 @@ async def actor(world: World, user: SimUser, think: float, forced_burst_at: floa
         else:
             await next(fn for n, _, fn in table if n == name)()
         await sleep_bounded(world, rng.expovariate(1 / think))
-
-
-# ---------------------------------------------------------------------------
-# Memory
-
-
-async def sample_memory(
-    server: Server, samples: list[tuple[float, int, int]], interval: float, stop: asyncio.Event
-) -> None:
-    while not stop.is_set():
-        now = time.monotonic()
-        for pid in server.workers():
-            with contextlib.suppress(psutil.Error):
-                samples.append((now, pid, psutil.Process(pid).memory_info().rss))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
-
-
-def memory_report(
-    samples: list[tuple[float, int, int]], began: float, ended: float, tolerance: float
-) -> dict[str, Any]:
-    """Per worker: RSS at start, middle, end, peak; settled means the peak of the
-    last quarter of the run is at most `tolerance` above the second quarter's."""
-    span = max(ended - began, 1e-9)
-    by_pid: dict[int, list[tuple[float, int]]] = defaultdict(list)
-    for t, pid, rss in samples:
-        if began <= t <= ended:
-            by_pid[pid].append(((t - began) / span, rss))
-    workers = {}
-    settled = bool(by_pid)
-    for pid, series in sorted(by_pid.items()):
-        q2 = [rss for x, rss in series if 0.25 <= x < 0.5]
-        q4 = [rss for x, rss in series if x >= 0.75]
-        mid = min(series, key=lambda s: abs(s[0] - 0.5))[1]
-        report: dict[str, Any] = {
-            "samples": len(series),
-            "start_mib": mib(series[0][1]),
-            "mid_mib": mib(mid),
-            "end_mib": mib(series[-1][1]),
-            "peak_mib": mib(max(rss for _, rss in series)),
-        }
-        if q2 and q4:
-            growth = max(q4) - max(q2)
-            report["q2_peak_mib"] = mib(max(q2))
-            report["q4_peak_mib"] = mib(max(q4))
-            report["growth_last_half_mib"] = mib(growth)
-            report["growth_last_half_pct"] = round(100 * growth / max(q2), 2)
-            report["settled"] = growth <= tolerance * max(q2)
-        else:
-            report["settled"] = False
-        # Least-squares slope over the last half, for information.
-        half = [(x * span / 60, rss) for x, rss in series if x >= 0.5]
-        if len(half) >= 3:
-            mx = sum(x for x, _ in half) / len(half)
-            my = sum(y for _, y in half) / len(half)
-            den = sum((x - mx) ** 2 for x, _ in half)
-            if den > 0:
-                slope = sum((x - mx) * (y - my) for x, y in half) / den
-                report["slope_last_half_mib_per_min"] = round(slope / MIB, 3)
-        settled = settled and report["settled"]
-        workers[str(pid)] = report
-    return {"tolerance_pct": round(tolerance * 100, 1), "settled": settled, "workers": workers}
 
 
 # ---------------------------------------------------------------------------
@@ -1052,7 +933,8 @@ def follower_checks(world: World, db: dict[str, Any]) -> dict[str, Any]:
                     start = subs[(user.id, cid)]  # the membership's joined_seq
                 seqs = segment.seqs
                 first = (start + 1) if start is not None else (seqs[0] if seqs else 0)
-                if seqs != list(range(first, first + len(seqs))):
+                # Due: every seq from the first on, up to the last one received.
+                if not check_sequence(seqs, range(first, max(seqs, default=first - 1) + 1)).ok:
                     bad = [
                         (a, b)
                         for a, b in zip(seqs, range(first, first + len(seqs)), strict=False)
@@ -1109,73 +991,50 @@ def follower_checks(world: World, db: dict[str, Any]) -> dict[str, Any]:
 # The run
 
 
-def client_session(token: str | None, limit: int) -> aiohttp.ClientSession:
-    # A precaution: the client drops idle connections (1 s) before gunicorn's
-    # keep-alive (2 s) does, so a send cannot race the server closing an idle
-    # connection (an outcome the soak could not know). A 1-minute run with
-    # aiohttp's default (15 s) saw no such error either.
-    connector = aiohttp.TCPConnector(limit=limit, keepalive_timeout=1.0)
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    return aiohttp.ClientSession(connector=connector, headers=headers)
-
-
-async def register_users(
-    world: World, args: argparse.Namespace, http: aiohttp.ClientSession
-) -> None:
-    gate = asyncio.Semaphore(8)
+async def register_users(world: World, args: argparse.Namespace, api: Client) -> None:
     rng = random.Random(args.seed)
     steady = set(rng.sample(range(args.users), k=max(1, args.users // 5)))
     bursty = set(rng.sample(range(args.users), k=max(1, args.users * 3 // 10)))
-
-    async def one(idx: int) -> SimUser:
-        name = f"s{world.run_id[-6:]}u{idx}"
-        async with gate:
-            status, data, _ = await world.call(
-                http,
-                "POST",
-                "/api/register",
-                body={"username": name, "password": PASSWORD},
-                expected=(201,),
-            )
-        if status != 201:
-            raise RuntimeError(f"registering {name}: {status} {data}")
-        return SimUser(
+    names = [f"s{world.run_id[-6:]}u{idx}" for idx in range(args.users)]
+    registered = await api.register(names, PASSWORD, concurrency=8)
+    world.users = [
+        SimUser(
             idx,
-            name,
-            data["user"]["id"],
-            data["token"],
+            user.name,
+            user.id,
+            user.token,
             steady=idx in steady,
             bursty=idx in bursty,
             rng=random.Random(args.seed * 100_003 + idx),
         )
-
-    world.users = list(await asyncio.gather(*(one(i) for i in range(args.users))))
+        for idx, user in enumerate(registered)
+    ]
 
 
 async def run(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     fd_limit = raise_fd_limit(8192)
     database_url = await fresh_database(args.admin_url, args.database)
     port = args.port or free_port()
-    server = Server(port, args.workers, database_url)
+    server = chatterwerks_server("soak", port, args.workers, database_url, SERVER_ENV)
     run_id = f"soak{args.seed}x{int(time.time()) % 100000}"
     duration = args.minutes * 60
     world = World(server.base, run_id, stop_at=math.inf)
     samples: list[tuple[float, int, int]] = []
     stop_sampling = asyncio.Event()
-    setup_http = client_session(None, 16)
+    setup_api = world.client(None, 16)
     sampler: asyncio.Task[None] | None = None
     try:
-        await server.start(setup_http)
+        await server.start(setup_api.session)
         initial_workers = sorted(server.workers())
         log(f"server up on {server.base}, workers {initial_workers}; log {server.log_path}")
         interval = max(0.5, min(3.0, duration / 60))
-        sampler = asyncio.create_task(sample_memory(server, samples, interval, stop_sampling))
-        await register_users(world, args, setup_http)
+        sampler = asyncio.create_task(sample_rss(server.workers, samples, interval, stop_sampling))
+        await register_users(world, args, setup_api)
         for user in world.users:
-            user.actor_http = client_session(user.token, 2)
-            user.follower_http = client_session(user.token, 2)
+            user.actor_api = world.client(user.token, 2)
+            user.follower_api = world.client(user.token, 2)
             user.follower = Follower(world, user)
-        _, data, _ = await world.call(world.users[0].actor_http, "GET", "/api/me")
+        _, data, _ = await world.call(world.users[0].actor_api, "GET", "/api/me")
         world.home_id = next(c["id"] for c in data["channels"] if c["kind"] == "home")
         log(f"{len(world.users)} users registered; running for {duration:.0f} s")
 
@@ -1224,10 +1083,10 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
         for user in world.users:
             if user.follower is not None:
                 await user.follower.stop()
-            for http in (user.actor_http, user.follower_http):
-                if http is not None:
-                    await http.close()
-        await setup_http.close()
+            for api in (user.actor_api, user.follower_api):
+                if api is not None:
+                    await api.session.close()
+        await setup_api.session.close()
         exit_code = server.stop()
     server_log = scan_server_log(server.log_text())
     log("checking the database and the followers")
