@@ -61,9 +61,10 @@ def _routes(app: web.Application) -> set[tuple[str, str]]:
     routes = set()
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource else {}
-        if "prefix" in info or route.method == "HEAD":
-            continue  # /static files; aiohttp adds HEAD to every GET
-        routes.add((route.method.lower(), info.get("path") or info["formatter"]))
+        path = info.get("path") or info.get("formatter") or info["prefix"]
+        if path.split("/")[1] == "static" or route.method == "HEAD":
+            continue  # the client's files, not the API; aiohttp adds HEAD to every GET
+        routes.add((route.method.lower(), path))
     return routes
 
 
