@@ -10,7 +10,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from chatterwerks import BASE_DIR, api_accounts, api_channels, api_messages, db, keys
+from chatterwerks import BASE_DIR, api_accounts, api_channels, api_docs, api_messages, db, keys
 from chatterwerks import web as pages
 from chatterwerks.auth import auth_middleware
 from chatterwerks.config import Settings, redact_url
@@ -110,6 +110,7 @@ async def create_app(settings: Settings | None = None) -> web.Application:
     app.on_response_prepare.append(pages.security_headers)
     for table in (api_accounts.routes, api_channels.routes, api_messages.routes, pages.routes):
         app.router.add_routes(table)
+    app.router.add_routes(api_docs.routes)
     app.router.add_static("/static", BASE_DIR / "static")
     return app
 
