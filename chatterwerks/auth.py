@@ -57,7 +57,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if not request.path.startswith("/api/") or request.match_info.http_exception is not None:
         return await handler(request)  # pages, and the 404/405 of unknown routes
     if getattr(request.match_info.handler, "public", False):
-        return await handler(request)  # register, login: a stale session must not matter
+        # Register, login: a stale session must not matter. But another site's
+        # form must not sign this browser in (as the attacker: login CSRF).
+        if request.method in UNSAFE_METHODS and not _same_origin(request):
+            raise ApiError(403, "csrf_failed", "Sign in from this site, not another.")
+        return await handler(request)
     digest, by_cookie = _credentials(request)
     user = await session_user(request.app, digest)
     if user is None:

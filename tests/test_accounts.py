@@ -250,3 +250,25 @@ async def test_hashing_does_not_block_the_event_loop(settings, aiohttp_client):
     assert all(r.status == 201 for r in responses)
     # argon2 at this cost takes tens of ms per hash; on the loop it would stall it.
     assert max(gaps) < 0.25, max(gaps)
+
+
+async def test_another_sites_form_cannot_sign_a_browser_in(client, make_user):
+    """Login CSRF: a cross-site form (text/plain, so no preflight) posting the
+    attacker's credentials is refused; curl (no Origin) and this site pass."""
+    await make_user("attacker", "attacker-password")
+    body = '{"username": "attacker", "password": "attacker-password"}'
+    for path in ("/api/login", "/api/register"):
+        response = await client.post(
+            path,
+            data=body,
+            headers={"Content-Type": "text/plain", "Origin": "https://evil.example"},
+        )
+        assert response.status == 403, path
+        assert_error(await response.json(), "csrf_failed")
+        assert "Set-Cookie" not in response.headers
+    ok = await client.post("/api/login", data=body)
+    assert ok.status == 200
+    same_site = await client.post(
+        "/api/login", data=body, headers={"Origin": str(client.make_url("/")).rstrip("/")}
+    )
+    assert same_site.status == 200
