@@ -238,10 +238,12 @@ def apply_events(view: dict[int, dict], events: list[dict]) -> None:
         elif kind == "message_deleted":
             view[event["seq"]].update(deleted=True, text="", reactions=[], mentions=[])
         elif kind == "reaction":
+            # Replace that emoji's entry in place (append it if new); none at count 0.
             message = view[event["seq"]]
             entry = {name: event[name] for name in ("emoji", "count", "users")}
-            others = [r for r in message["reactions"] if r["emoji"] != event["emoji"]]
-            message["reactions"] = others + ([entry] if entry["count"] else [])
+            emoji = [r["emoji"] for r in message["reactions"]]
+            at = emoji.index(entry["emoji"]) if entry["emoji"] in emoji else len(emoji)
+            message["reactions"][at : at + 1] = [entry] if entry["count"] else []
 
 
 def check_messages_that_live(printed: list[Any]) -> None:
