@@ -390,6 +390,20 @@ async def test_mentions_counted_cleared_and_listed(app, make_user):
     assert await mentions_count(carol, channel_id) == 1
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="SERVER BUG (probable; issue 10): mentioned_members() takes the longest run of "
+    "username characters after @, and '.' and '-' are among them, so a mention at the end "
+    "of a sentence ('thanks @bob.') looks up 'bob.' and is no mention at all",
+)
+async def test_a_mention_at_the_end_of_a_sentence(make_user):
+    alice, bob = await make_user("alice"), await make_user("bob")
+    channel_id = await group_with(alice, bob)
+    sent = await alice.send(channel_id, "Thanks, @bob.")
+    assert sent["mentions"] == ["bob"]
+    assert await mentions_count(bob, channel_id) == 1
+
+
 async def test_mentions_paging_rejects_bad_input(make_user):
     alice = await make_user("alice")
     for query, code in (

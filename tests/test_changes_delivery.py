@@ -506,6 +506,42 @@ async def test_twenty_distinct_emoji_at_most_under_concurrency(app, make_user):
 
 
 # --------------------------------------------------------------------------
+# The per-channel tail (?after=&wait=) still returns new messages only
+# --------------------------------------------------------------------------
+
+
+async def test_channel_tail_skips_changes_and_returns_the_next_message(make_user):
+    alice, bob = await make_user("alice"), await make_user("bob")
+    body = await alice.post("/api/channels", {"name": "tail", "members": ["bob"]}, 201)
+    channel_id = body["channel"]["id"]
+    first = await alice.send(channel_id, "react to me")
+    await bob.call("PUT", reaction_path(channel_id, first["seq"], "👍"), expect=204)
+    second = await alice.send(channel_id, "and then this")
+    path = f"/api/channels/{channel_id}/messages?after={first['seq']}&wait=5"
+    assert (await bob.get(path))["messages"] == [second]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="SERVER BUG (issue 10): the tail reads stream positions after..after+limit and "
+    "keeps the messages among them; when more than `limit` changes follow the last message, "
+    "it finds none, waits, and finds none again: `after` never moves, so a client tailing "
+    "the channel (curl -N in the README) stalls for good",
+)
+async def test_channel_tail_is_not_stalled_by_more_changes_than_its_limit(make_user):
+    alice, bob = await make_user("alice"), await make_user("bob")
+    body = await alice.post("/api/channels", {"name": "tail", "members": ["bob"]}, 201)
+    channel_id = body["channel"]["id"]
+    first = await alice.send(channel_id, "react to me")
+    for emoji in EMOJI[:3]:
+        await bob.call("PUT", reaction_path(channel_id, first["seq"], emoji), expect=204)
+    second = await alice.send(channel_id, "and then this")
+    # limit=2 against 3 changes: as the default limit (50) against 50 reactions.
+    path = f"/api/channels/{channel_id}/messages?after={first['seq']}&limit=2&wait=1"
+    assert (await bob.get(path))["messages"] == [second]
+
+
+# --------------------------------------------------------------------------
 # 5. A user in 5,000 channels polls
 # --------------------------------------------------------------------------
 
