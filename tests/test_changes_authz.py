@@ -116,10 +116,17 @@ async def test_a_removed_member_gets_the_404_of_a_missing_channel(app, make_user
     await bob.call("PUT", reaction_path(channel_id, mine["seq"]), expect=204)
     await alice.send(channel_id, "bye @bob")
     assert len((await bob.get("/api/mentions"))["mentions"]) == 1
+    cursor = (await bob.get("/api/me"))["cursor"]
     await alice.call("DELETE", f"/api/channels/{channel_id}/members/bob", expect=204)
     # Not even his own message, nor his own reaction.
     await assert_hidden_as_missing(app, bob, channel_id, mine["seq"])
     assert (await bob.get("/api/mentions"))["mentions"] == []
+    # Nor the changes made after he left, through his cursor from before.
+    await alice.call("PATCH", f"/api/channels/{channel_id}/messages/{mine['seq'] + 2}",
+                     {"text": "said behind his back"}, expect=200)  # fmt: skip
+    await alice.call("PUT", reaction_path(channel_id, mine["seq"], "🎉"), expect=204)
+    answer = await bob.get(f"/api/events?cursor={cursor}&timeout=0.3")
+    assert answer["events"] == [{"type": "channel_removed", "channel_id": channel_id}]
 
 
 async def test_plain_member_and_moderator_in_a_group(app, make_user):

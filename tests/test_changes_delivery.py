@@ -505,6 +505,69 @@ async def test_twenty_distinct_emoji_at_most_under_concurrency(app, make_user):
     assert_error(body, "too_many_reactions")
 
 
+async def test_changes_wake_parked_polls_from_their_notifications(app, make_user):
+    """A reaction, an edit and a deletion each wake 8 parked polls with its
+    event, read from its NOTIFY payload: no database read at all."""
+    users = [await make_user(f"quiet{i}") for i in range(4)]
+    owner = users[0]
+    body = await owner.post(
+        "/api/channels", {"name": "quiet", "members": [u.username for u in users[1:]]}, 201
+    )
+    channel_id = body["channel"]["id"]
+    sent = await owner.send(channel_id, "watch me")
+    path = f"/api/channels/{channel_id}/messages/{sent['seq']}"
+    hub = app[keys.HUB]
+    changes = [
+        ("PUT", reaction_path(channel_id, sent["seq"], "🎉"), None, "reaction"),
+        ("PATCH", path, {"text": "watch me change"}, "message_edited"),
+        ("DELETE", path, None, "message_deleted"),
+    ]
+    for method, change_path, json, kind in changes:
+        cursors = [(await u.get("/api/me"))["cursor"] for u in users]
+        for user, cursor in zip(users, cursors, strict=True):
+            await user.get(f"/api/events?cursor={cursor}&timeout=0")  # warms the caches
+        polls = [
+            asyncio.create_task(user.get(f"/api/events?cursor={cursor}&timeout=10"))
+            for user, cursor in zip(users, cursors, strict=True)
+            for _ in range(2)
+        ]
+        deadline = time.monotonic() + 5
+        while hub.parked_count < 8:
+            assert time.monotonic() < deadline, "the polls never parked"
+            await asyncio.sleep(0.01)
+        reads = hub.cache.database_reads
+        await owner.call(method, change_path, json, expect=204 if json is None else 200)
+        answers = await asyncio.wait_for(asyncio.gather(*polls), 5)
+        for answer in answers:
+            [event] = answer["events"]
+            assert event["type"] == kind and event["seq"] == sent["seq"], event
+        assert hub.cache.database_reads == reads, kind
+
+
+async def test_an_edit_too_long_for_its_notification_arrives(app, make_user):
+    """8,000 bytes of text: the NOTIFY carries only the place ('e:'), and the
+    event is read once from the database for the waiting polls."""
+    alice, bob = await make_user("alice"), await make_user("bob")
+    body = await alice.post("/api/channels", {"name": "long", "members": ["bob"]}, 201)
+    channel_id = body["channel"]["id"]
+    follower = Follower("bob", Endpoint(bob.client, bob.token, "local"), use_post=True)
+    follower.cursor = (await bob.get("/api/me"))["cursor"]
+    sent = await alice.send(channel_id, "short for now")
+    await follower.poll(timeout=5)
+    waiting = asyncio.create_task(follower.poll(timeout=10))
+    hub = app[keys.HUB]
+    deadline = time.monotonic() + 5
+    while hub.parked_count < 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    long_text = "é" * 4000
+    path = f"/api/channels/{channel_id}/messages/{sent['seq']}"
+    await alice.call("PATCH", path, {"text": long_text}, expect=200)
+    answer = await asyncio.wait_for(waiting, 5)
+    assert [e["type"] for e in answer["events"]] == ["message_edited"]
+    assert follower.view[channel_id][sent["seq"]]["text"] == long_text
+
+
 # --------------------------------------------------------------------------
 # The per-channel tail (?after=&wait=) still returns new messages only
 # --------------------------------------------------------------------------
