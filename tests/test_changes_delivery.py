@@ -241,7 +241,8 @@ async def test_every_change_kind_once_in_order_on_two_processes(
     """4 actors send, reply, edit, delete and react at once in 3 channels,
     through both processes; 12 followers (each of 6 users polls on both
     processes, GET on one, POST on the other) follow their cursor chains.
-    Each gets every position of its channels once, in order, and its view
+    Each, and each of 12 late followers from the same cursors, gets every
+    position of its channels once, in order, and its view
     of every message equals history's."""
     rng = random.Random(10)
     users = [await make_user(f"live{i}") for i in range(6)]
@@ -275,6 +276,14 @@ async def test_every_change_kind_once_in_order_on_two_processes(
                     followers.append((user, follower))
             last_seqs: dict[int, int] = {}
             done = asyncio.Event()
+            # Late followers start from the same cursors once all is done: they
+            # read the stream from the database, where changes of messages
+            # deleted since are passed over.
+            late = []
+            for user, follower in followers:
+                name = follower.name.replace("@", "@late-")
+                late.append((user, Follower(name, follower.endpoint, not follower.use_post)))
+                late[-1][1].cursor = follower.cursor
             following = [asyncio.create_task(follow(f, last_seqs, done)) for _, f in followers]
 
             # channel -> [(seq, author id)] of the messages sent so far
@@ -348,6 +357,10 @@ async def test_every_change_kind_once_in_order_on_two_processes(
                     )
             done.set()
             await asyncio.wait_for(asyncio.gather(*following), 30)
+            await asyncio.wait_for(
+                asyncio.gather(*(follow(f, last_seqs, done) for _, f in late)), 30
+            )
+            followers += late
 
             async with app[keys.POOL].acquire() as conn:
                 for channel_id in channel_ids:
