@@ -236,7 +236,9 @@ def apply_events(view: dict[int, dict], events: list[dict]) -> None:
                 {name: event[name] for name in ("text", "edited_at", "mentions")}
             )
         elif kind == "message_deleted":
-            view[event["seq"]].update(deleted=True, text="", reactions=[], mentions=[])
+            view[event["seq"]].update(
+                deleted=True, text="", edited_at=None, reactions=[], mentions=[]
+            )
         elif kind == "reaction":
             # Replace that emoji's entry in place (append it if new); none at count 0.
             message = view[event["seq"]]
