@@ -1,8 +1,11 @@
 // The long-poll loop, the only /api/events request ever, and the events and snapshots it applies.
 
 import { ApiError, api, handleAuthError } from "./api.js";
+import { applyChange, endEdit } from "./changes.js";
+import { closePicker } from "./emoji.js";
 import { applyMessage, forgetChannel, switchChannel } from "./messages.js";
 import { renderSidebar } from "./sidebar.js";
+import { closeThread } from "./thread.js";
 import { channelLabel, state, upsertChannel } from "./state.js";
 import { $, avatar, setText, toast } from "./util.js";
 
@@ -35,12 +38,16 @@ function applyEvents(events) {
         const channel = state.channels.get(event.channel_id);
         if (channel && event.seq > channel.last_read_seq) {
           channel.last_read_seq = event.seq;
+          // The marker passed every message we know of: their mentions are read.
+          if (event.seq >= channel.last_seq) channel.mentions = 0;
           renderSidebar();
         }
         break;
       }
       default:
-        break; // a newer server's event: ignore what we do not know
+        // Edits, deletions, reactions; a newer server's event: ignore what we do not know.
+        applyChange(event);
+        break;
     }
   }
 }
@@ -54,6 +61,10 @@ export function applySnapshot(me) {
   state.channels = new Map(me.channels.map((c) => [c.id, c]));
   state.history = new Map();
   state.members = new Map();
+  // Views of messages from before the reload go: the next switch rebuilds them.
+  endEdit({ focus: false });
+  closePicker();
+  closeThread();
   setText($("me-name"), me.user.username);
   $("me-avatar").replaceWith(Object.assign(avatar(me.user), { id: "me-avatar" }));
   const fromHash = Number((location.hash.match(/^#channel-(\d+)$/) || [])[1]);

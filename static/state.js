@@ -20,6 +20,12 @@ export const state = {
   drafts: new Map(), // id -> composer text
   sendKeys: new Map(), // id -> {text, key}: the Idempotency-Key of a send not yet confirmed
   sending: false,
+  // The thread panel: null, or { channelId, rootSeq, status, msgs: Map(seq ->
+  // reply), hasMore, loadingMore, error }. Its root is the channel's message.
+  thread: null,
+  threadSending: false,
+  // The message being edited in place: null, or { channelId, seq, form, input, origin }.
+  editing: null,
   pollAbort: null, // AbortController of the poll in flight
   wake: null, // resolves the backoff wait early (the browser came back online)
   lastScrollTop: 0,
@@ -36,10 +42,24 @@ export function resetState() {
   state.drafts = new Map();
   state.sendKeys = new Map();
   state.sending = false;
+  state.thread = null;
+  state.threadSending = false;
+  state.editing = null;
 }
 
 export function unreadOf(channel) {
   return Math.max(0, channel.last_seq - channel.last_read_seq);
+}
+
+export function mentionsOf(channel) {
+  return Math.max(0, channel.mentions || 0);
+}
+
+/** True when `message` mentions the signed-in user (usernames compare case-blind). */
+export function mentionsMe(message) {
+  if (!state.me || !message.mentions) return false;
+  const me = state.me.username.toLowerCase();
+  return message.mentions.some((name) => name.toLowerCase() === me);
 }
 
 export function channelLabel(channel) {
@@ -66,6 +86,11 @@ export function upsertChannel(channel) {
       ...channel,
       last_seq: Math.max(known.last_seq, channel.last_seq),
       last_read_seq: Math.max(known.last_read_seq, channel.last_read_seq),
+      // An answer computed before our read marker moved has stale mentions.
+      mentions:
+        channel.last_read_seq < known.last_read_seq || channel.mentions === undefined
+          ? known.mentions
+          : channel.mentions,
     };
   }
   delete channel.members;
