@@ -1,4 +1,5 @@
-"""Messages, read markers, and the long-polls (GET /api/events)."""
+"""Messages (send, edit, delete, react, threads, mentions), read markers,
+and the long-polls (GET and POST /api/events)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,17 @@ from chatterwerks.store import channels, messages
 from chatterwerks.validation import (
     INT64_MAX,
     bad_input,
+    emoji_value,
     idempotency_key,
     int_value,
     json_object,
+    message_seq,
     message_text,
     path_id,
     query_int,
     query_seconds,
+    reply_to,
+    seconds_value,
 )
 
 routes = web.RouteTableDef()
@@ -51,41 +56,112 @@ async def list_messages(request: web.Request) -> web.Response:
         body = await events.poll_channel(
             request.app[keys.HUB], user_id, channel_id, after, wait, limit
         )
-        return web.Response(text=body, content_type="application/json")
+        return _json_text(body)
     before = query_int(request, "before", INT64_MAX, minimum=1)
     page, has_more = await messages.history(
         request.app[keys.POOL], channel_id, user_id, before, limit
     )
-    body = (
-        '{"messages": [' + ", ".join(page) + '], "has_more": ' + ("true" if has_more else "false")
-    )
-    return web.Response(text=body + "}", content_type="application/json")
+    # Messages arrive as JSON text (message_json() in SQL): joined, not re-encoded.
+    more = "true" if has_more else "false"
+    return _json_text('{"messages": [' + ", ".join(page) + '], "has_more": ' + more + "}")
+
+
+def _take_write(request: web.Request) -> None:
+    """Sends, edits, deletions and reactions share the per-user write limit."""
+    if wait := request.app[keys.LIMITERS].messages_user.take(current_user(request)["id"]):
+        raise rate_limited(wait, "You are sending messages too fast; wait a moment.")
+
+
+def _json_text(text: str, status: int = 200) -> web.Response:
+    return web.Response(text=text, status=status, content_type="application/json")
 
 
 @routes.post("/api/channels/{id}/messages")
 async def send_message(request: web.Request) -> web.Response:
     channel_id = path_id(request)
-    text = message_text(await json_object(request))
+    body = await json_object(request)
+    text, answers = message_text(body), reply_to(body)
     key = idempotency_key(request)
     author = current_user(request)
     app = request.app
-    if wait := app[keys.LIMITERS].messages_user.take(author["id"]):
-        raise rate_limited(wait, "You are sending messages too fast; wait a moment.")
+    _take_write(request)
 
     # Shielded: a client that hangs up mid-request does not undo its message
     # (nor skip Otter's reply); the task runs to the end either way, held in
     # _sending meanwhile (the loop itself keeps only weak references).
     task = asyncio.ensure_future(
-        messages.send(app[keys.POOL], channel_id, author["id"], text, key, app[keys.OTTER_ID])
+        messages.send(
+            app[keys.POOL], channel_id, author["id"], text, key, app[keys.OTTER_ID], answers
+        )
     )
     _sending.add(task)
     task.add_done_callback(_sending.discard)
     message, created = await asyncio.shield(task)
-    return web.Response(
-        text='{"message": ' + message + "}",
-        status=201 if created else 200,
-        content_type="application/json",
+    return _json_text('{"message": ' + message + "}", 201 if created else 200)
+
+
+@routes.patch("/api/channels/{id}/messages/{seq}")
+async def edit_message(request: web.Request) -> web.Response:
+    channel_id, seq = path_id(request), message_seq(request)
+    text = message_text(await json_object(request))
+    _take_write(request)
+    message = await messages.edit(
+        request.app[keys.POOL], channel_id, seq, current_user(request)["id"], text
     )
+    return _json_text('{"message": ' + message + "}")
+
+
+@routes.delete("/api/channels/{id}/messages/{seq}")
+async def delete_message(request: web.Request) -> web.Response:
+    channel_id, seq = path_id(request), message_seq(request)
+    _take_write(request)
+    await messages.delete(request.app[keys.POOL], channel_id, seq, current_user(request)["id"])
+    return web.Response(status=204)
+
+
+async def _react(request: web.Request, add: bool) -> web.Response:
+    channel_id, seq = path_id(request), message_seq(request)
+    emoji = emoji_value(request.match_info["emoji"])
+    _take_write(request)
+    await messages.react(
+        request.app[keys.POOL], channel_id, seq, current_user(request)["id"], emoji, add
+    )
+    return web.Response(status=204)
+
+
+@routes.put("/api/channels/{id}/messages/{seq}/reactions/{emoji}")
+async def add_reaction(request: web.Request) -> web.Response:
+    return await _react(request, add=True)
+
+
+@routes.delete("/api/channels/{id}/messages/{seq}/reactions/{emoji}")
+async def remove_reaction(request: web.Request) -> web.Response:
+    return await _react(request, add=False)
+
+
+@routes.get("/api/channels/{id}/messages/{seq}/replies")
+async def list_replies(request: web.Request) -> web.Response:
+    channel_id, seq = path_id(request), message_seq(request)
+    after = query_int(request, "after", 0)
+    limit = query_int(request, "limit", DEFAULT_PAGE, minimum=1, clamp_to=messages.HISTORY_MAX)
+    page, has_more = await messages.replies(
+        request.app[keys.POOL], channel_id, current_user(request)["id"], seq, after, limit
+    )
+    more = "true" if has_more else "false"
+    return _json_text('{"messages": [' + ", ".join(page) + '], "has_more": ' + more + "}")
+
+
+@routes.get("/api/mentions")
+async def list_mentions(request: web.Request) -> web.Response:
+    """The messages that mention you, newest first; `next` pages on."""
+    before = query_int(request, "before", INT64_MAX, minimum=1)
+    limit = query_int(request, "limit", DEFAULT_PAGE, minimum=1, clamp_to=messages.HISTORY_MAX)
+    page, next_before = await messages.mentions_of(
+        request.app[keys.POOL], current_user(request)["id"], before, limit
+    )
+    items = ", ".join(f'{{"channel_id": {cid}, "message": {json}}}' for cid, json in page)
+    after = "null" if next_before is None else f'"{next_before}"'
+    return _json_text('{"mentions": [' + items + '], "next": ' + after + "}")
 
 
 @routes.post("/api/channels/{id}/read")
@@ -105,13 +181,28 @@ async def poll_events(request: web.Request) -> web.Response:
     timeout = query_seconds(
         request, "timeout", settings.poll_default_timeout, settings.poll_max_timeout
     )
+    return await _poll(request, request.query.get("cursor"), timeout)
+
+
+@routes.post("/api/events")
+async def poll_events_by_body(request: web.Request) -> web.Response:
+    """The same poll with the cursor in the body: a user in thousands of
+    channels has a cursor longer than a URL may be."""
+    settings = request.app[keys.SETTINGS]
+    body = await json_object(request)
+    cursor = body.get("cursor")
+    if cursor is not None and not isinstance(cursor, str):
+        raise bad_input("invalid_cursor", "cursor must be a string.")
+    timeout = seconds_value(
+        body.get("timeout"), "timeout", settings.poll_default_timeout, settings.poll_max_timeout
+    )
+    return await _poll(request, cursor, timeout)
+
+
+async def _poll(request: web.Request, cursor: str | None, timeout: float) -> web.Response:
     _check_poll_cap(request, current_user(request)["id"])
     body = await events.poll_events(
-        request.app[keys.POOL],
-        request.app[keys.HUB],
-        current_user(request)["id"],
-        request.query.get("cursor"),
-        timeout,
+        request.app[keys.POOL], request.app[keys.HUB], current_user(request)["id"], cursor, timeout
     )
-    # The body is assembled from JSON serialised once per message (hub.py).
-    return web.Response(text=body, content_type="application/json")
+    # The body is assembled from JSON serialised once per change (realtime/).
+    return _json_text(body)

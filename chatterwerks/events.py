@@ -24,10 +24,16 @@ from chatterwerks.errors import ApiError
 from chatterwerks.realtime import Cursor, Hub, Position
 from chatterwerks.store import channels
 
-CURSOR_VERSION = 1
-# aiohttp (like most proxies) caps a request line at 8 KiB; a cursor is about
-# 12 bytes a channel, so this holds some 450 channels per user.
-MAX_CURSOR_CHARS = 8_000
+# Version 2 codes each channel as four varints: the channel id and the
+# membership id as deltas from the previous channel's (zigzag: they may go
+# down), the seq, and the read marker as a difference from the seq (zigzag).
+# Both usually take a byte or two, so a channel costs about 6 bytes, 8 in
+# base64: 5,000 channels fit a POST body (GET /api/events, in a URL capped
+# at 8 KiB by aiohttp and most proxies, holds about 900). Version 1 (four
+# plain varints) is still read, so cursors held across a deploy stay good.
+CURSOR_VERSION = 2
+MAX_CURSOR_CHARS = 60_000
+INT64_MAX = 2**63 - 1
 
 
 def invalid_cursor() -> ApiError:
@@ -35,20 +41,17 @@ def invalid_cursor() -> ApiError:
 
 
 def encode_cursor(cursor: Cursor) -> str:
-    """Versioned, compact (varints, channel ids delta-coded), base64url."""
+    """Versioned, compact (varints, deltas), base64url."""
     out = bytearray([CURSOR_VERSION])
     _put_varint(out, len(cursor))
-    previous = 0
+    previous_channel = previous_subscription = 0
     for channel_id in sorted(cursor):
         position = cursor[channel_id]
-        for value in (
-            channel_id - previous,
-            position.subscription_id,
-            position.seq,
-            position.read_seq,
-        ):
-            _put_varint(out, value)
-        previous = channel_id
+        _put_varint(out, channel_id - previous_channel)
+        _put_varint(out, _zigzag(position.subscription_id - previous_subscription))
+        _put_varint(out, position.seq)
+        _put_varint(out, _zigzag(position.seq - position.read_seq))
+        previous_channel, previous_subscription = channel_id, position.subscription_id
     return base64.urlsafe_b64encode(bytes(out)).rstrip(b"=").decode("ascii")
 
 
@@ -59,20 +62,40 @@ def decode_cursor(text: str) -> Cursor:
         data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise invalid_cursor() from None
-    if not data or data[0] != CURSOR_VERSION:
+    if not data or data[0] not in (1, 2):
         raise invalid_cursor()
     values = _read_varints(data, 1)
     if not values or len(values) != 1 + 4 * values[0]:
         raise invalid_cursor()
     cursor: Cursor = {}
-    channel_id = 0
+    channel_id = subscription_id = 0
     for i in range(1, len(values), 4):
-        delta, subscription_id, seq, read_seq = values[i : i + 4]
+        delta, subscription, seq, read = values[i : i + 4]
         if delta == 0 and cursor:
             raise invalid_cursor()  # channel ids strictly increase
         channel_id += delta
+        if data[0] == 1:
+            subscription_id, read_seq = subscription, read
+        else:
+            subscription_id += _unzigzag(subscription)
+            read_seq = seq - _unzigzag(read)
+        if not (
+            channel_id <= INT64_MAX
+            and 0 <= subscription_id <= INT64_MAX
+            and 0 <= read_seq <= INT64_MAX
+            and seq <= INT64_MAX
+        ):
+            raise invalid_cursor()
         cursor[channel_id] = Position(subscription_id, seq, read_seq)
     return cursor
+
+
+def _zigzag(value: int) -> int:
+    return value * 2 if value >= 0 else -value * 2 - 1
+
+
+def _unzigzag(value: int) -> int:
+    return value // 2 if not value & 1 else -(value + 1) // 2
 
 
 def _put_varint(out: bytearray, value: int) -> None:
@@ -87,8 +110,8 @@ def _read_varints(data: bytes, start: int) -> list[int]:
     for byte in data[start:]:
         value |= (byte & 0x7F) << shift
         shift += 7
-        if shift > 63:
-            raise invalid_cursor()  # nothing in a cursor exceeds int64
+        if shift > 70:
+            raise invalid_cursor()  # nothing in a cursor exceeds 64 bits
         if not byte & 0x80:
             values.append(value)
             value, shift = 0, 0
@@ -178,8 +201,8 @@ def poll_events(
 
 
 async def _read_events(hub: Hub, user_id: int, cursor: Cursor) -> str | None:
-    new_cursor, events = await hub.read(user_id, cursor)
-    return _answer(encode_cursor(new_cursor), events) if events else None
+    new_cursor, events, moved = await hub.read(user_id, cursor)
+    return _answer(encode_cursor(new_cursor), events) if moved else None
 
 
 async def _answer_now(pool: asyncpg.Pool, user_id: int) -> str:

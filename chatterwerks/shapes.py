@@ -28,6 +28,8 @@ def channel_json(row: Row) -> dict[str, Any]:
         "last_seq": row["last_seq"],
         "last_read_seq": row["last_read_seq"],
         "unread": max(0, row["last_seq"] - row["last_read_seq"]),
+        # Unread mentions of the viewer there (sql/006_messages_that_live.sql).
+        "mentions": row["mentions"],
         "role": row["role"],
     }
     if row["kind"] == "direct":

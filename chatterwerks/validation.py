@@ -8,6 +8,7 @@ import json
 import re
 from typing import Any
 
+import emoji
 from aiohttp import web
 
 from chatterwerks.errors import ApiError
@@ -104,6 +105,32 @@ def message_text(body: dict[str, Any]) -> str:
     return text
 
 
+def reply_to(body: dict[str, Any]) -> int | None:
+    """The optional seq a message answers (a thread reply)."""
+    raw = body.get("reply_to")
+    if raw is None:
+        return None
+    if not isinstance(raw, int) or isinstance(raw, bool) or not 1 <= raw <= INT64_MAX:
+        raise bad_input("invalid_reply_to", "reply_to must be the seq of a message (1 or more).")
+    return raw
+
+
+def emoji_value(raw: str) -> str:
+    """One emoji (a single grapheme: skin tones, flags and ZWJ sequences
+    count as one), by the emoji package's Unicode data."""
+    if not emoji.is_emoji(raw):
+        raise bad_input("invalid_emoji", "A reaction is one emoji, such as 👍.")
+    return raw
+
+
+def message_seq(request: web.Request) -> int:
+    """The {seq} of a message path; one that cannot exist is not found."""
+    raw = request.match_info["seq"]
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise ApiError(404, "message_not_found", "No such message in this channel.")
+    return int(raw)
+
+
 IDEMPOTENCY_KEY_MAX = 64
 
 
@@ -156,9 +183,19 @@ def query_seconds(request: web.Request, name: str, default: float, maximum: floa
         value = float(raw)
     except ValueError:
         raise bad_input("invalid_" + name, f"{name} must be a number of seconds.") from None
-    if not value >= 0:  # also refuses NaN
+    return seconds_value(value, name, default, maximum)
+
+
+def seconds_value(raw: object, name: str, default: float, maximum: float) -> float:
+    """A number of seconds from a query or a JSON body: none means the
+    default, more than the maximum means the maximum."""
+    if raw is None:
+        return default
+    if not isinstance(raw, int | float) or isinstance(raw, bool):
+        raise bad_input("invalid_" + name, f"{name} must be a number of seconds.")
+    if not raw >= 0:  # also refuses NaN
         raise bad_input("invalid_" + name, f"{name} must be zero or more seconds.")
-    return min(value, maximum)
+    return min(float(raw), maximum)
 
 
 def path_id(request: web.Request, name: str = "id") -> int:

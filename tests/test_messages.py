@@ -149,13 +149,11 @@ async def test_concurrent_senders_get_gapless_seqs(app, settings, make_user):
     # Also write straight through a second pool, as another server process would.
     other = await asyncpg.create_pool(settings.database_url, min_size=4, max_size=4)
     try:
-        from chatterwerks.db import QUERIES
+        from chatterwerks.store import messages
 
         async def direct_send(i):
             async with other.acquire() as conn:
-                row = await conn.fetchrow(
-                    QUERIES.send_message, cid, users[0].id, f"direct-{i}", None
-                )
+                row = await messages.insert(conn, cid, users[0].id, f"direct-{i}")
                 return row["seq"]
 
         results = await asyncio.gather(

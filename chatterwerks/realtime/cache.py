@@ -1,5 +1,6 @@
-"""Recent messages per channel, each serialised once, so that one message
-that wakes N polls in this process costs at most one database read, not N."""
+"""The recent positions of each channel's stream (new messages and other
+changes), each serialised once, so that one change that wakes N polls in
+this process costs at most one database read, not N."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-# (reader id, channel id, after, upto) -> [(seq, JSON)], or None if the reader
-# is not a member of the channel: the store's membership-checked read.
-Loader = Callable[[int, int, int, int], Awaitable[list[tuple[int, str]] | None]]
+# (reader id, channel id, after, upto) -> [(seq, is a new message, JSON)], or
+# None if the reader is not a member: the store's membership-checked read.
+Loader = Callable[[int, int, int, int], Awaitable[list[tuple[int, bool, str | None]] | None]]
 
 
 class NotMember(Exception):
@@ -18,24 +19,35 @@ class NotMember(Exception):
 
 
 class CachedMessage:
-    """A message as JSON, and whether it reached this process by its NOTIFY
-    (or a read that a NOTIFY triggered). Notifications arrive in commit
-    order, so an announced message came after any earlier change to
-    memberships, which the view has already applied; one read from the
-    database by some other poll has no such order (see view.py)."""
+    """One position of a channel's stream: a new message (json: the Message)
+    or another change (json: the whole event; None when there is nothing to
+    tell any more, as for an edit of a message deleted since). And whether
+    it reached this process by its NOTIFY (or a read that a NOTIFY
+    triggered): notifications arrive in commit order, so an announced
+    position came after any earlier change to memberships, which the view
+    has already applied; one read from the database by some other poll has
+    no such order (see view.py)."""
 
-    __slots__ = ("announced", "json", "seq")
+    __slots__ = ("announced", "is_message", "json", "seq")
 
-    def __init__(self, seq: int, json_text: str, announced: bool = True) -> None:
+    def __init__(
+        self, seq: int, json_text: str | None, announced: bool = True, is_message: bool = True
+    ) -> None:
         self.seq = seq
         self.json = json_text
         self.announced = announced
+        self.is_message = is_message
+
+    @property
+    def size(self) -> int:
+        return len(self.json) if self.json is not None else 0
 
 
 class MessageCache:
-    """Bounded by messages per channel and by bytes in all (least recently
-    used channels go first). Messages never change once committed, so a
-    cached message is never stale."""
+    """Bounded by positions per channel and by bytes in all (least recently
+    used channels go first). A position's JSON is what was true when it was
+    committed; an edit or a deletion makes the hub forget the channel, so
+    that text taken back is never served from here again."""
 
     def __init__(self, load: Loader, per_channel: int = 64, max_bytes: int = 4 * 1024 * 1024):
         self._load_from_store = load
@@ -47,6 +59,10 @@ class MessageCache:
         self._used: dict[int, float] = {}  # channel id -> when last read or extended
         self._bytes = 0
         self._loads: dict[tuple[int, ...], asyncio.Task[list[CachedMessage]]] = {}
+        # Bumped when a channel is forgotten (per channel) or all is (the
+        # generation): a read begun before is not kept.
+        self._epochs: dict[int, int] = {}
+        self._generation = 0
         self.database_reads = 0  # for tests and the benchmark
 
     def holds(self, channel_id: int) -> bool:
@@ -103,12 +119,25 @@ class MessageCache:
         self, reader_id: int, channel_id: int, after: int, upto: int, announced: bool
     ) -> list[CachedMessage]:
         self.database_reads += 1
+        epoch = self._generation, self._epochs.get(channel_id)
         rows = await self._load_from_store(reader_id, channel_id, after, upto)
         if rows is None:
             raise NotMember(channel_id)
-        messages = [CachedMessage(seq, text, announced) for seq, text in rows]
-        self._remember(channel_id, messages)
+        messages = [
+            CachedMessage(seq, text, announced, is_message) for seq, is_message, text in rows
+        ]
+        if (self._generation, self._epochs.get(channel_id)) == epoch:
+            self._remember(channel_id, messages)
         return messages
+
+    def forget(self, channel_id: int) -> None:
+        """Drops what is held of a channel, and voids the reads in flight."""
+        if channel_id in self._recent:
+            self._drop(channel_id)
+        if len(self._epochs) >= 10_000:
+            self._generation += 1  # voids every read in flight: the table restarts
+            self._epochs.clear()
+        self._epochs[channel_id] = self._epochs.get(channel_id, 0) + 1
 
     async def close(self) -> None:
         """Cancels the reads in flight, and waits for them to end."""
@@ -122,6 +151,8 @@ class MessageCache:
         self._sizes.clear()
         self._used.clear()
         self._bytes = 0
+        self._generation += 1  # voids every read in flight
+        self._epochs.clear()
 
     def forget_idle(self, idle: float) -> None:
         """Drops the channels nobody here has read for `idle` seconds: the cache
@@ -147,10 +178,10 @@ class MessageCache:
         if recent and messages[0].seq == recent[-1].seq + 1:
             # The usual case, the next messages: bookkeeping in O(new ones).
             recent.extend(messages)
-            size = self._sizes[channel_id] + sum(len(message.json) for message in messages)
+            size = self._sizes[channel_id] + sum(message.size for message in messages)
             overflow = len(recent) - self._per_channel
             if overflow > 0:
-                size -= sum(len(message.json) for message in recent[:overflow])
+                size -= sum(message.size for message in recent[:overflow])
                 del recent[:overflow]
         else:
             if (
@@ -168,7 +199,7 @@ class MessageCache:
             else:
                 return  # an older run than the one held: not worth the swap
             del recent[: -self._per_channel]
-            size = sum(len(message.json) for message in recent)
+            size = sum(message.size for message in recent)
         self._bytes += size - self._sizes.get(channel_id, 0)
         self._sizes[channel_id] = size
         self._recent[channel_id] = recent

@@ -73,8 +73,9 @@ class Hub:
     def unregister(self, waiter: Waiter) -> None:
         self._waiters.unregister(waiter)
 
-    async def read(self, user_id: int, cursor: Cursor) -> tuple[Cursor, list[str]]:
-        """Everything past the cursor: the new cursor and the events as JSON."""
+    async def read(self, user_id: int, cursor: Cursor) -> tuple[Cursor, list[str], bool]:
+        """Everything past the cursor: the new cursor, the events as JSON, and
+        whether the cursor moved."""
         return await self._view.read(user_id, cursor)
 
     async def read_channel(
@@ -129,6 +130,19 @@ class Hub:
                 channel_id, seq = int(channel_text), int(seq_text)
                 self._view.message_committed(channel_id, seq, int(author_text))
                 self._prefetch(channel_id, seq)
+            elif kind == "E":
+                channel_text, seq_text, change, event_json = rest.split(":", 3)
+                channel_id, seq = int(channel_text), int(seq_text)
+                self._change_committed(channel_id, seq, change)
+                if self._waiters.watched(channel_id) or self.cache.holds(channel_id):
+                    self.cache.add(channel_id, CachedMessage(seq, event_json, is_message=False))
+                if self._waiters.watched(channel_id):
+                    self._waiters.message_arrived(channel_id)
+            elif kind == "e":
+                channel_text, seq_text, change = rest.split(":")
+                channel_id, seq = int(channel_text), int(seq_text)
+                self._change_committed(channel_id, seq, change)
+                self._prefetch(channel_id, seq)
             elif kind == "u":
                 user_id = int(rest)
                 self._view.memberships_changed(user_id)
@@ -139,6 +153,13 @@ class Hub:
                 log.warning("ignoring notification %r", payload[:100])
         except ValueError:
             log.warning("ignoring malformed notification %r", payload[:100])
+
+    def _change_committed(self, channel_id: int, seq: int, change: str) -> None:
+        self._view.message_committed(channel_id, seq, author_id=None)
+        if change in ("edited", "deleted"):
+            # Text was changed or taken back: what is held of the channel
+            # must not be served again.
+            self.cache.forget(channel_id)
 
     def _prefetch(self, channel_id: int, seq: int) -> None:
         """A message too long for its payload: read it once for every waiter

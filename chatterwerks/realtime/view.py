@@ -91,11 +91,15 @@ class View:
         self._user_versions.clear()
         self.cache.clear()
 
-    def message_committed(self, channel_id: int, seq: int, author_id: int) -> None:
+    def message_committed(self, channel_id: int, seq: int, author_id: int | None) -> None:
+        """A change took position `seq`; a new message (with its author) also
+        moved the author's read marker."""
         if seq > self.channel_seqs.get(channel_id, -1):
             if len(self.channel_seqs) >= self._max_channels:
                 self.invalidate()  # rare: cheaper than tracking which to evict
             self.channel_seqs[channel_id] = seq
+        if author_id is None:
+            return
         # Sending moved the author's read marker (sql/queries/messages.sql).
         state = self._user_states.get(author_id)
         membership = state.get(channel_id) if state is not None else None
@@ -119,8 +123,10 @@ class View:
 
     # -- reads ------------------------------------------------------------
 
-    async def read(self, user_id: int, cursor: Cursor) -> tuple[Cursor, list[str]]:
-        """Everything past the cursor: a new cursor and the events, as JSON."""
+    async def read(self, user_id: int, cursor: Cursor) -> tuple[Cursor, list[str], bool]:
+        """Everything past the cursor: a new cursor, the events as JSON, and
+        whether the cursor moved (it may pass over positions with nothing
+        left to tell, without an event)."""
         try:
             return await self._read(user_id, cursor, use_cache=True)
         except NotMember:
@@ -138,7 +144,8 @@ class View:
             if channel_id not in state:
                 return None
             upto = min(last_seqs[channel_id], after + limit)
-            return await self._messages(user_id, channel_id, after, upto, fresh)
+            found = await self._messages(user_id, channel_id, after, upto, fresh)
+            return [position for position in found if position.is_message]
         except NotMember:
             self.memberships_changed(user_id)
             return None
@@ -205,7 +212,7 @@ class View:
 
     async def _read(
         self, user_id: int, cursor: Cursor, *, use_cache: bool
-    ) -> tuple[Cursor, list[str]]:
+    ) -> tuple[Cursor, list[str], bool]:
         state, last_seqs, fresh = await self._user_state(user_id, use_cache=use_cache)
         cursor = {c: Position(p.subscription_id, p.seq, p.read_seq) for c, p in cursor.items()}
         events: list[str] = []
@@ -230,6 +237,7 @@ class View:
                     json.dumps({"type": "read", "channel_id": channel_id, "seq": position.read_seq})
                 )
         budget = PAGE_MESSAGES
+        moved = False
         for channel_id in sorted(cursor):
             position = cursor[channel_id]
             upto = min(last_seqs[channel_id], position.seq + min(PAGE_PER_CHANNEL, budget))
@@ -239,10 +247,16 @@ class View:
                 if not fresh:
                     raise
                 found = []  # removed since our read: the NOTIFY of it wakes us
-            for message in found:
-                position.seq = message.seq
-                events.append('{"type": "message", "message": ' + message.json + "}")
+            for item in found:
+                position.seq = item.seq
+                moved = True
                 budget -= 1
+                if item.json is None:
+                    continue  # nothing left to tell of this change
+                if item.is_message:
+                    events.append('{"type": "message", "message": ' + item.json + "}")
+                else:
+                    events.append(item.json)
             if budget <= 0:
                 break
-        return cursor, events
+        return cursor, events, moved or bool(events)

@@ -1,8 +1,11 @@
-"""Messages: sending (with Otter's replies and Idempotency-Keys), history
-pages, and the ranges that long-polls deliver.
+"""Messages: sending (with Otter's replies, Idempotency-Keys, thread replies
+and @mentions), edits, deletions, reactions, history and thread pages, the
+mentions view, and the stream positions that long-polls deliver.
 
 A message leaves the database only as the text of SQL's message_json(): one
-serialisation for history, sends, polls and NOTIFY payloads alike.
+serialisation for history, sends, polls and NOTIFY payloads alike. Every
+change takes the next position of its channel's stream in the statement
+that makes it (sql/006_messages_that_live.sql).
 """
 
 from __future__ import annotations
@@ -13,9 +16,18 @@ import asyncpg
 
 from chatterwerks import otter
 from chatterwerks.db import QUERIES
+from chatterwerks.errors import Conflict, Forbidden, Invalid, NotFound
 from chatterwerks.store.channels import channel_not_found
 
 HISTORY_MAX = 200
+# A stream position: (seq, is a new message, JSON: the Message for a new
+# message, the whole event for another change, None for a change whose event
+# is gone since, as an edit of a message deleted later).
+Position = tuple[int, bool, str | None]
+
+
+def message_not_found() -> NotFound:
+    return NotFound("message_not_found", "No such message in this channel.")
 
 
 async def insert(
@@ -24,20 +36,22 @@ async def insert(
     author_id: int,
     text: str,
     idempotency_key: str | None = None,
+    reply_to: int | None = None,
 ) -> asyncpg.Record | None:
     """Commits one message (or adds it to the open transaction). The row has
     the message as JSON (`json`), and the channel facts Otter needs (`kind`,
-    `direct_low`, `direct_high`). None if the author already sent a message
-    with this idempotency key here: nothing was written."""
+    `direct_low`, `direct_high`). None if nothing was written: the author
+    already sent a message with this idempotency key here, or reply_to is
+    no live message of the channel."""
     try:
         row = await conn.fetchrow(
-            QUERIES.send_message, channel_id, author_id, text, idempotency_key
+            QUERIES.send_message, channel_id, author_id, text, idempotency_key, reply_to
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name != "messages_idempotency_key":
             raise
         return None  # the same key at the same moment: the other send committed
-    if row is None and idempotency_key is None:
+    if row is None and idempotency_key is None and reply_to is None:
         raise channel_not_found()
     return row
 
@@ -49,6 +63,7 @@ async def send(
     text: str,
     idempotency_key: str | None,
     otter_id: int,
+    reply_to: int | None = None,
 ) -> tuple[str, bool]:
     """Sends a message and Otter's reply to it, if it asks Otter something:
     (the message as JSON, whether this call created it). A repeat of an
@@ -61,18 +76,23 @@ async def send(
     async with pool.acquire() as conn:
         if asks_otter:
             async with conn.transaction():
-                sent = await insert(conn, channel_id, author_id, text, idempotency_key)
+                sent = await insert(conn, channel_id, author_id, text, idempotency_key, reply_to)
                 if sent is not None:
                     await _otter_reply(conn, otter_id, sent, text)
         else:
-            sent = await insert(conn, channel_id, author_id, text, idempotency_key)
+            sent = await insert(conn, channel_id, author_id, text, idempotency_key, reply_to)
         if sent is not None:
             return sent["json"], True
-        assert idempotency_key is not None
-        found = await conn.fetchval(QUERIES.sent_with_key, channel_id, author_id, idempotency_key)
-    if found is None:  # not a member (any more)
+        if idempotency_key is not None:
+            found = await conn.fetchval(
+                QUERIES.sent_with_key, channel_id, author_id, idempotency_key
+            )
+            if found is not None:
+                return found, False
+        member = await conn.fetchval(QUERIES.is_member, channel_id, author_id)
+    if not member:
         raise channel_not_found()
-    return found, False
+    raise Invalid("invalid_reply_to", "reply_to must be a message of this channel, not deleted.")
 
 
 async def _otter_reply(
@@ -109,12 +129,72 @@ async def history(
 
 async def in_range(
     pool: asyncpg.Pool, reader_id: int, channel_id: int, after: int, upto: int
-) -> list[tuple[int, str]] | None:
-    """(seq, JSON) of the messages with after < seq <= upto, oldest first, if
+) -> list[Position] | None:
+    """The stream positions after < seq <= upto of a channel, oldest first, if
     the reader is a member now; None if not."""
-    rows = _member_rows(
-        await pool.fetch(QUERIES.messages_range, channel_id, after, upto, reader_id)
-    )
-    if rows is None:
+    rows = await pool.fetch(QUERIES.stream_range, channel_id, after, upto, reader_id)
+    if not rows[0]["is_member"]:
         return None
-    return [(row["seq"], row["json"]) for row in rows]
+    return [(row["seq"], row["kind"] == "message", row["json"]) for row in rows if row["seq"]]
+
+
+async def replies(
+    pool: asyncpg.Pool, channel_id: int, user_id: int, root_seq: int, after: int, limit: int
+) -> tuple[list[str], bool]:
+    """One page of a thread's replies after seq `after`, oldest first."""
+    rows = await pool.fetch(QUERIES.replies, channel_id, user_id, root_seq, after, limit)
+    if not rows[0]["is_member"]:
+        raise channel_not_found()
+    if not rows[0]["root_found"]:
+        raise message_not_found()
+    page = [row["json"] for row in rows if row["seq"] is not None]
+    return page[:limit], len(page) > limit
+
+
+async def edit(pool: asyncpg.Pool, channel_id: int, seq: int, user_id: int, text: str) -> str:
+    """The author's new text; the message as JSON."""
+    row = await pool.fetchrow(QUERIES.edit_message, channel_id, seq, user_id, text)
+    _raise_for(row["status"])
+    return row["body"]
+
+
+async def delete(pool: asyncpg.Pool, channel_id: int, seq: int, user_id: int) -> None:
+    """Deletes a message (its author, or a group's moderator); done if done before."""
+    _raise_for(await pool.fetchval(QUERIES.delete_message, channel_id, seq, user_id))
+
+
+async def react(
+    pool: asyncpg.Pool, channel_id: int, seq: int, user_id: int, emoji: str, add: bool
+) -> None:
+    """Adds or removes the user's reaction; done if it was so already."""
+    _raise_for(await pool.fetchval(QUERIES.set_reaction, channel_id, seq, user_id, emoji, add))
+
+
+def _raise_for(status: str) -> None:
+    """The status of a change function (sql/006_messages_that_live.sql) as a
+    domain error; 'ok' and 'unchanged' pass."""
+    if status in ("ok", "unchanged"):
+        return
+    if status == "channel_not_found":
+        raise channel_not_found()
+    if status == "message_not_found":
+        raise message_not_found()
+    if status == "not_author":
+        raise Forbidden("not_author", "Only its author may edit a message.")
+    if status == "not_allowed":
+        raise Forbidden(
+            "not_allowed", "Only its author, or the moderator of a group, may delete a message."
+        )
+    if status == "too_many_reactions":
+        raise Conflict("too_many_reactions", "A message has at most 20 different reactions.")
+    raise AssertionError(f"unknown change status {status!r}")
+
+
+async def mentions_of(
+    pool: asyncpg.Pool, user_id: int, before: int, limit: int
+) -> tuple[list[tuple[int, str]], int | None]:
+    """(channel id, message JSON) of the messages mentioning the user, newest
+    first, before message id `before`; and the `before` of the next page."""
+    rows = await pool.fetch(QUERIES.mentions_of, user_id, before, limit)
+    page = [(row["channel_id"], row["json"]) for row in rows[:limit]]
+    return page, rows[limit - 1]["message_id"] if len(rows) > limit else None

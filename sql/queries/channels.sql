@@ -107,3 +107,6 @@ WITH moved AS (
 )
 SELECT EXISTS (SELECT 1 FROM subscriptions WHERE channel_id = $1 AND user_id = $2) AS is_member,
        (SELECT count(*) FROM notified) AS moved;
+
+-- name: is_member
+SELECT EXISTS (SELECT 1 FROM subscriptions WHERE channel_id = $1 AND user_id = $2);

@@ -9,36 +9,57 @@
 --      commit. The payload carries the author and the message itself
 --      ('M:<channel>:<seq>:<author>:<json>') when it fits in NOTIFY's 8000
 --      bytes, else only its place ('m:<channel>:<seq>:<author>').
--- $4 is the Idempotency-Key or NULL. No row back means: no such channel, the
--- author is not a member, or a message with this key is there already
--- (sent_with_key tells which). Two sends with one key at the same moment:
+-- $4 is the Idempotency-Key or NULL, $5 the seq of the message this one
+-- answers (a thread reply: the root's reply count and time move in the same
+-- statement) or NULL. @mentions of members are kept. No row back means: no
+-- such channel, the author is not a member, no live message $5, or a message
+-- with this key is there already (sent_with_key tells which). Two sends with one key at the same moment:
 -- the second fails on the unique index and its seq bump rolls back with it.
 WITH member AS (
     SELECT 1 FROM subscriptions
     WHERE channel_id = $1 AND user_id = $2
     FOR KEY SHARE
+), root AS (
+    -- $5: the message this one answers; a reply to a reply answers its root.
+    SELECT COALESCE(reply_to, seq) AS seq FROM messages
+    WHERE channel_id = $1 AND seq = $5 AND deleted_at IS NULL
 ), bumped AS (
     UPDATE channels SET last_seq = last_seq + 1
     WHERE id = $1 AND EXISTS (SELECT 1 FROM member)
+      AND ($5::bigint IS NULL OR EXISTS (SELECT 1 FROM root))
       AND NOT EXISTS (
           SELECT 1 FROM messages
           WHERE channel_id = $1 AND author_id = $2 AND idempotency_key = $4::text
       )
     RETURNING id, last_seq, kind, direct_low, direct_high
+), thread AS (
+    -- The root's summary: an UPDATE sees the newest row, so the count is
+    -- exact under concurrent replies.
+    UPDATE messages r SET reply_count = r.reply_count + 1, last_reply_at = now()
+    FROM root, bumped
+    WHERE r.channel_id = $1 AND r.seq = root.seq
+    RETURNING r.seq, r.reply_count
+), mentioned AS (
+    SELECT mm.user_id, mm.username
+    FROM bumped, mentioned_members($1, $3) mm
 ), inserted AS (
-    INSERT INTO messages (channel_id, seq, author_id, text, idempotency_key)
-    SELECT id, last_seq, $2, $3, $4::text FROM bumped
-    RETURNING id, channel_id, seq, author_id, text, created_at
+    INSERT INTO messages (
+        channel_id, seq, author_id, text, idempotency_key, reply_to, reply_number, mentions
+    )
+    SELECT b.id, b.last_seq, $2, $3, $4::text, t.seq, t.reply_count,
+           COALESCE((SELECT array_agg(username ORDER BY lower(username)) FROM mentioned), '{}')
+    FROM bumped b LEFT JOIN thread t ON true
+    RETURNING *
+), mentions_kept AS (
+    INSERT INTO mentions (user_id, channel_id, seq, message_id)
+    SELECT m.user_id, i.channel_id, i.seq, i.id FROM inserted i, mentioned m
 ), marked_read AS (
     UPDATE subscriptions SET last_read_seq = b.last_seq
     FROM bumped b
     WHERE subscriptions.channel_id = $1 AND subscriptions.user_id = $2
 ), shaped AS (
-    SELECT i.channel_id, i.seq, i.author_id,
-           message_json(i.id, i.channel_id, i.seq, u.id, u.username, u.is_bot, i.text, i.created_at)
-               AS json
+    SELECT i.channel_id, i.seq, i.author_id, message_json(i::messages) AS json
     FROM inserted i
-    JOIN users u ON u.id = i.author_id
 )
 SELECT s.channel_id, s.seq, s.json, b.kind, b.direct_low, b.direct_high,
        pg_notify(
@@ -53,10 +74,8 @@ FROM shaped s, bumped b;
 -- name: sent_with_key
 -- The message that $2 already sent to channel $1 with Idempotency-Key $3, as
 -- JSON, while $2 is still a member (else no row).
-SELECT message_json(m.id, m.channel_id, m.seq, u.id, u.username, u.is_bot, m.text, m.created_at)
-           AS json
+SELECT message_json(m) AS json
 FROM messages m
-JOIN users u ON u.id = m.author_id
 WHERE m.channel_id = $1 AND m.author_id = $2 AND m.idempotency_key = $3
   AND EXISTS (SELECT 1 FROM subscriptions WHERE channel_id = $1 AND user_id = $2);
 
@@ -64,9 +83,7 @@ WHERE m.channel_id = $1 AND m.author_id = $2 AND m.idempotency_key = $3
 -- One page of a channel, newest first (the caller reverses it), before seq $3,
 -- $4 rows plus one to tell has_more. Always one row at least: is_member says
 -- whether $2 may read channel $1; json is NULL when it has no messages.
-SELECT s.user_id IS NOT NULL AS is_member, m.seq,
-       message_json(m.id, m.channel_id, m.seq, u.id, u.username, u.is_bot, m.text, m.created_at)
-           AS json
+SELECT s.user_id IS NOT NULL AS is_member, m.seq, message_json(m) AS json
 FROM (SELECT 1) AS one
 LEFT JOIN subscriptions s ON s.channel_id = $1 AND s.user_id = $2
 LEFT JOIN LATERAL (
@@ -75,25 +92,89 @@ LEFT JOIN LATERAL (
     ORDER BY seq DESC
     LIMIT $4 + 1
 ) m ON true
-LEFT JOIN users u ON u.id = m.author_id
 ORDER BY m.seq DESC;
 
--- name: messages_range
--- Messages of channel $1 with $2 < seq <= $3, oldest first, as user $4 may
--- read them: the same shape as history, so a reader removed from the channel
--- gets is_member false and no message, whatever any cache believed.
-SELECT s.user_id IS NOT NULL AS is_member, m.seq,
-       message_json(m.id, m.channel_id, m.seq, u.id, u.username, u.is_bot, m.text, m.created_at)
-           AS json
+-- name: replies
+-- One page of the thread of root $3 in channel $1, oldest first, after seq
+-- $4, $5 rows plus one to tell has_more; the same is_member row as history.
+-- root_found is false when $3 is no message of the channel.
+SELECT s.user_id IS NOT NULL AS is_member,
+       EXISTS (SELECT 1 FROM messages WHERE channel_id = $1 AND seq = $3) AS root_found,
+       m.seq, message_json(m) AS json
+FROM (SELECT 1) AS one
+LEFT JOIN subscriptions s ON s.channel_id = $1 AND s.user_id = $2
+LEFT JOIN LATERAL (
+    SELECT * FROM messages
+    WHERE channel_id = $1 AND reply_to = $3 AND seq > $4 AND s.user_id IS NOT NULL
+    ORDER BY seq
+    LIMIT $5 + 1
+) m ON true
+ORDER BY m.seq;
+
+-- name: stream_range
+-- Positions $2 < seq <= $3 of channel $1's stream, oldest first, as user $4
+-- may read them: new messages (kind 'message', json the Message) and other
+-- changes (kind 'change', json the whole event). A change whose event no
+-- longer exists (an edit or a reaction of a message deleted since) has json
+-- NULL: its place is passed over. Shaped like history: a reader removed from
+-- the channel gets is_member false and nothing, whatever any cache believed.
+SELECT s.user_id IS NOT NULL AS is_member, e.seq, e.kind, e.json
 FROM (SELECT 1) AS one
 LEFT JOIN subscriptions s ON s.channel_id = $1 AND s.user_id = $4
 LEFT JOIN LATERAL (
-    SELECT * FROM messages
-    WHERE channel_id = $1 AND seq > $2 AND seq <= $3 AND s.user_id IS NOT NULL
-    ORDER BY seq
-) m ON true
-LEFT JOIN users u ON u.id = m.author_id
-ORDER BY m.seq;
+    SELECT m.seq, 'message' AS kind, message_json(m) AS json
+    FROM messages m
+    WHERE m.channel_id = $1 AND m.seq > $2 AND m.seq <= $3
+    UNION ALL
+    SELECT c.seq, 'change',
+           CASE
+               WHEN c.kind = 'deleted' THEN jsonb_build_object(
+                   'type', 'message_deleted', 'channel_id', c.channel_id, 'seq', c.message_seq)
+               WHEN m.deleted_at IS NOT NULL THEN NULL
+               WHEN c.kind = 'edited' THEN jsonb_build_object(
+                   'type', 'message_edited', 'channel_id', c.channel_id, 'seq', c.message_seq,
+                   'text', m.text,
+                   'edited_at', to_char(m.edited_at AT TIME ZONE 'UTC',
+                                        'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
+                   'mentions', to_jsonb(m.mentions))
+               WHEN c.user_id IS NULL THEN NULL
+               ELSE jsonb_build_object(
+                   'type', 'reaction', 'channel_id', c.channel_id, 'seq', c.message_seq,
+                   'emoji', c.emoji,
+                   'user', jsonb_build_object('id', u.id, 'username', u.username, 'is_bot', u.is_bot),
+                   'added', c.added,
+                   'count', COALESCE(cardinality(r.users), 0),
+                   'users', COALESCE(to_jsonb(r.users), '[]'::jsonb))
+           END::text
+    FROM channel_changes c
+    JOIN messages m ON m.channel_id = c.channel_id AND m.seq = c.message_seq
+    LEFT JOIN users u ON u.id = c.user_id
+    LEFT JOIN reactions r
+           ON r.channel_id = c.channel_id AND r.message_seq = c.message_seq AND r.emoji = c.emoji
+    WHERE c.channel_id = $1 AND c.seq > $2 AND c.seq <= $3
+) e ON s.user_id IS NOT NULL
+ORDER BY e.seq;
+
+-- name: edit_message
+-- See edit_message() in sql/006_messages_that_live.sql: (status, body).
+SELECT status, body FROM edit_message($1, $2, $3, $4);
+
+-- name: delete_message
+SELECT delete_message($1, $2, $3) AS status;
+
+-- name: set_reaction
+SELECT set_reaction($1, $2, $3, $4, $5) AS status;
+
+-- name: mentions_of
+-- The messages that mention user $1 in channels they are a member of, newest
+-- first, before message id $2, $3 rows plus one to tell whether more exist.
+SELECT mn.channel_id, mn.message_id, message_json(m) AS json
+FROM mentions mn
+JOIN subscriptions s ON s.user_id = mn.user_id AND s.channel_id = mn.channel_id
+JOIN messages m ON m.channel_id = mn.channel_id AND m.seq = mn.seq
+WHERE mn.user_id = $1 AND mn.message_id < $2
+ORDER BY mn.message_id DESC
+LIMIT $3 + 1;
 
 -- name: sync_state
 -- What an events poll compares its cursor with: each membership of the user,
