@@ -396,7 +396,10 @@ export function maybeMarkRead() {
   const hist = state.history.get(id);
   if (!channel || !hist || hist.status !== "ready") return;
   if (document.visibilityState !== "visible" || !isAtBottom()) return;
-  const seq = Math.max(newestSeq(hist), 0);
+  // Edits, deletions and reactions take positions of the channel's stream
+  // too (channel.last_seq counts them, the messages do not): reading the
+  // newest message reads them all. The server clamps to its last_seq.
+  const seq = Math.max(newestSeq(hist), channel.last_seq, 0);
   if (seq <= channel.last_read_seq) return;
   channel.last_read_seq = seq;
   // Everything up to the newest message is seen, so every mention is.
