@@ -45,6 +45,7 @@ export function switchChannel(id, { focus = true } = {}) {
   }
   const changed = state.currentId !== id;
   if (changed && state.thread) closeThread();
+  if (changed) state.editing = null; // an edit in place ends with its channel's view
   state.currentId = id;
   history.replaceState(null, "", `#channel-${id}`);
   renderSidebar();

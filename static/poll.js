@@ -10,7 +10,8 @@ import { channelLabel, state, upsertChannel } from "./state.js";
 import { $, avatar, setText, toast } from "./util.js";
 
 const POLL_TIMEOUT_S = 25; // server-side wait of one /api/events poll
-const POLL_GRACE_MS = 20_000; // give up on a poll this long after its timeout
+const POLL_GRACE_MS = 20_000;
+const MAX_QUERY_CHARS = 6000; // servers and proxies cap a request line at about 8 KiB // give up on a poll this long after its timeout
 const BACKOFF_BASE_MS = 1000;
 const BACKOFF_MAX_MS = 30_000;
 
@@ -38,6 +39,8 @@ function applyEvents(events) {
         const channel = state.channels.get(event.channel_id);
         if (channel && event.seq > channel.last_read_seq) {
           channel.last_read_seq = event.seq;
+          // The server clamps a marker to its last_seq, which counts changes too.
+          channel.last_seq = Math.max(channel.last_seq, event.seq);
           // The marker passed every message we know of: their mentions are read.
           if (event.seq >= channel.last_seq) channel.mentions = 0;
           renderSidebar();
@@ -122,7 +125,16 @@ export async function pollLoop(gen) {
         reload = false;
       }
       const query = `cursor=${encodeURIComponent(state.cursor)}&timeout=${POLL_TIMEOUT_S}`;
-      const answer = await api("GET", `/api/events?${query}`, undefined, controller.signal);
+      // A user in many channels has a cursor too long for a URL: POST carries it.
+      const answer =
+        query.length <= MAX_QUERY_CHARS
+          ? await api("GET", `/api/events?${query}`, undefined, controller.signal)
+          : await api(
+              "POST",
+              "/api/events",
+              { cursor: state.cursor, timeout: POLL_TIMEOUT_S },
+              controller.signal,
+            );
       if (gen !== state.gen) return;
       failures = 0;
       setConnection(true);
