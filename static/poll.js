@@ -10,8 +10,8 @@ import { channelLabel, state, upsertChannel } from "./state.js";
 import { $, avatar, setText, toast } from "./util.js";
 
 const POLL_TIMEOUT_S = 25; // server-side wait of one /api/events poll
-const POLL_GRACE_MS = 20_000;
-const MAX_QUERY_CHARS = 6000; // servers and proxies cap a request line at about 8 KiB // give up on a poll this long after its timeout
+const POLL_GRACE_MS = 20_000; // give up on a poll this long after its timeout
+const MAX_QUERY_CHARS = 6000; // servers and proxies cap a request line at about 8 KiB
 const BACKOFF_BASE_MS = 1000;
 const BACKOFF_MAX_MS = 30_000;
 
