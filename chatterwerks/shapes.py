@@ -27,7 +27,10 @@ def channel_json(row: Row) -> dict[str, Any]:
         "description": row["description"],
         "last_seq": row["last_seq"],
         "last_read_seq": row["last_read_seq"],
-        "unread": max(0, row["last_seq"] - row["last_read_seq"]),
+        # Messages, not stream positions (sql/007_message_counts.sql).
+        "message_count": row["message_count"],
+        "read_count": row["read_count"],
+        "unread": max(0, row["message_count"] - row["read_count"]),
         # Unread mentions of the viewer there (sql/006_messages_that_live.sql).
         "mentions": row["mentions"],
         "role": row["role"],

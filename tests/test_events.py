@@ -121,15 +121,15 @@ async def test_backlog_comes_in_bounded_pages(make_user, app, home_id):
     async with app[keys.POOL].acquire() as conn:
         for cid in channels:
             await conn.execute(
-                """INSERT INTO messages (channel_id, seq, author_id, text)
-                   SELECT $1, g, $2, 'bulk ' || g FROM generate_series(1, 250) g""",
+                """INSERT INTO messages (channel_id, seq, number, author_id, text)
+                   SELECT $1, g, g, $2, 'bulk ' || g FROM generate_series(1, 250) g""",
                 cid,
                 alice.id,
             )
             await conn.execute("UPDATE channels SET last_seq = 250 WHERE id = $1", cid)
             # As send_message would: tell every process that the channel moved.
             await conn.execute(
-                "SELECT pg_notify('chatterwerks', 'm:' || $1::bigint || ':250:0')", cid
+                "SELECT pg_notify('chatterwerks', 'm:' || $1::bigint || ':250:0:250')", cid
             )
     seen = defaultdict(list)
     answers = 0
@@ -168,7 +168,8 @@ async def test_read_events_reach_the_other_tab(client, make_user, home_id):
     alice = await make_user("alice", password="password9")
     response = await client.post("/api/login", json={"username": "alice", "password": "password9"})
     other_tab = (await response.json())["token"]
-    last_seq = (await alice.get(f"/api/channels/{home_id}/messages"))["messages"][-1]["seq"]
+    newest = (await alice.get(f"/api/channels/{home_id}/messages"))["messages"][-1]
+    last_seq = newest["seq"]
     cursor = await cursor_of(alice)
     headers = {"Authorization": f"Bearer {other_tab}"}
     waiting = asyncio.create_task(
@@ -177,7 +178,9 @@ async def test_read_events_reach_the_other_tab(client, make_user, home_id):
     await asyncio.sleep(0.1)
     await alice.post(f"/api/channels/{home_id}/read", {"seq": last_seq}, expect=204)
     answer = await (await asyncio.wait_for(waiting, 5)).json()
-    assert answer["events"] == [{"type": "read", "channel_id": home_id, "seq": last_seq}]
+    assert answer["events"] == [
+        {"type": "read", "channel_id": home_id, "seq": last_seq, "read_count": newest["number"]}
+    ]
     # Moving it backwards is ignored, so no event follows.
     await alice.post(f"/api/channels/{home_id}/read", {"seq": 0}, expect=204)
     assert (await poll(alice, answer["cursor"], timeout=0.2))["events"] == []
@@ -593,10 +596,11 @@ async def test_missed_removal_never_lets_a_cached_member_read_on(app, settings, 
             "DELETE FROM subscriptions WHERE channel_id = $1 AND user_id = $2", cid, bob.id
         )
         await admin.execute(
-            """WITH bumped AS (UPDATE channels SET last_seq = last_seq + 1 WHERE id = $1
-                               RETURNING id, last_seq)
-               INSERT INTO messages (channel_id, seq, author_id, text)
-               SELECT id, last_seq, $2, 'after the removal' FROM bumped""",
+            """WITH bumped AS (UPDATE channels SET last_seq = last_seq + 1,
+                                                  message_count = message_count + 1
+                               WHERE id = $1 RETURNING id, last_seq, message_count)
+               INSERT INTO messages (channel_id, seq, number, author_id, text)
+               SELECT id, last_seq, message_count, $2, 'after the removal' FROM bumped""",
             cid,
             alice.id,
         )

@@ -264,3 +264,25 @@ async def test_a_cursor_with_thousands_of_channels_polls_by_post(app, make_user)
     assert answer["events"] == [{"type": "message", "message": sent}]
     body = await alice.call("POST", "/api/events", {"cursor": 5}, expect=400)
     assert_error(body, "invalid_cursor")
+
+
+async def test_unread_counts_messages_not_changes(make_user):
+    """Reactions and edits take stream positions but are not unread, and a
+    change after the newest message does not keep a channel unread."""
+    alice, bob = await make_user("alice"), await make_user("bob")
+    cid = await group(alice, "bob")
+    first = await alice.send(cid, "one")
+    second = await alice.send(cid, "two")
+    assert (first["number"], second["number"]) == (1, 2)
+    await bob.call("PUT", f"/api/channels/{cid}/messages/2/reactions/{THUMBS}", expect=204)
+    await alice.call("PATCH", f"/api/channels/{cid}/messages/1", {"text": "one!"}, expect=200)
+
+    async def unread(user):
+        return next(c for c in (await user.get("/api/channels"))["channels"] if c["id"] == cid)
+
+    channel = await unread(bob)
+    assert channel["unread"] == 2 and channel["last_seq"] == 4
+    assert (channel["message_count"], channel["read_count"]) == (2, 0)
+    await bob.post(f"/api/channels/{cid}/read", {"seq": second["seq"]}, expect=204)
+    assert (await unread(bob))["unread"] == 0
+    assert (await unread(alice))["unread"] == 0  # her own messages, and changes after

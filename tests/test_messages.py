@@ -84,8 +84,8 @@ async def test_history_is_served_by_the_index(app, make_user):
     async with app[keys.POOL].acquire() as conn:
         # Enough rows that a scan would be chosen if the index could not serve it.
         await conn.execute(
-            """INSERT INTO messages (channel_id, seq, author_id, text)
-               SELECT $1, g, $2, 'x' FROM generate_series(1, 20000) g""",
+            """INSERT INTO messages (channel_id, seq, number, author_id, text)
+               SELECT $1, g, g, $2, 'x' FROM generate_series(1, 20000) g""",
             cid,
             alice.id,
         )
@@ -343,7 +343,7 @@ async def test_your_own_messages_are_not_unread(make_user):
     }
     assert unread["alice"][cid] == 0 and unread["bob"][cid] == 120
     answer = await alice.get(f"/api/events?cursor={cursor}&timeout=0")
-    assert {"type": "read", "channel_id": cid, "seq": 120} in answer["events"]
+    assert {"type": "read", "channel_id": cid, "seq": 120, "read_count": 120} in answer["events"]
     # A message from someone else is unread again, and only that one.
     await bob.send(cid, "reply")
     channels = (await alice.get("/api/channels"))["channels"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -37,10 +38,16 @@ EXAMPLES = 6
 PASSWORD = "correct horse"
 # Checks that would fail on requests the description cannot rule out, not on
 # the server: a random cursor matches the documented alphabet but is not a
-# cursor (400 invalid_cursor); `before` is ignored when `after` is given and
-# `wait` without `after`, so a "negative" value there is rightly accepted.
+# cursor (400 invalid_cursor); a random reply_to names no message of the
+# channel (400 invalid_reply_to); a random string is rarely one emoji (400
+# invalid_emoji); `before` is ignored when `after` is given and `wait`
+# without `after`, so a "negative" value there is rightly accepted.
 EXCLUDED_CHECKS = {
     "poll_events": [positive_data_acceptance],
+    "poll_events_by_body": [positive_data_acceptance],
+    "send_message": [positive_data_acceptance],
+    "add_reaction": [positive_data_acceptance],
+    "remove_reaction": [positive_data_acceptance],
     "list_messages": [negative_data_rejection],
 }
 
@@ -93,6 +100,8 @@ def test_limits_are_the_servers() -> None:
     assert _body("/api/me/password")["new_password"]["maxLength"] == validation.PASSWORD_MAX_CHARS
     text = _body("/api/channels/{id}/messages")["text"]
     assert text["maxLength"] == validation.MESSAGE_MAX_CHARS
+    edit = _body("/api/channels/{id}/messages/{seq}", "patch")["text"]
+    assert edit["maxLength"] == validation.MESSAGE_MAX_CHARS
     assert channel["name"]["maxLength"] == validation.CHANNEL_NAME_MAX_CHARS
     assert channel["description"]["maxLength"] == validation.DESCRIPTION_MAX_CHARS
     assert channel["members"]["maxItems"] == api_channels.MAX_INITIAL_MEMBERS
@@ -120,14 +129,44 @@ def _strategy(operation: Any, mode: GenerationMode, fixed: list[dict[str, Any]])
     return st.one_of(generated, *aimed)
 
 
-def _fixed_inputs(operation: Any, channel_ids: list[int], peer: str, cursor: str) -> list[dict]:
-    path = operation.path
+@dataclass
+class Seeded:
+    """What the live check aims at: real channels, and real messages in the
+    first (Home): a thread root of ours with a reply mentioning us, one of
+    ours to delete, and one of the peer's (not ours to edit or delete)."""
+
+    channel_ids: list[int]
+    peer: str
+    root: int
+    to_delete: int
+    peers: int
+
+
+def _fixed_inputs(operation: Any, seeded: Seeded, cursor: str) -> list[dict]:
+    path, method = operation.path, operation.method.lower()
+    home = seeded.channel_ids[0]
     if path == "/api/channels/{id}/members/{username}":
-        return [{"path_parameters": {"id": channel_ids[-1], "username": peer}}]
+        return [{"path_parameters": {"id": seeded.channel_ids[-1], "username": seeded.peer}}]
+    if "{emoji}" in path:
+        return [
+            {"path_parameters": {"id": home, "seq": seq, "emoji": emoji}}
+            for seq in (seeded.root, seeded.peers)
+            for emoji in (
+                "\N{THUMBS UP SIGN}",
+                "\N{THUMBS UP SIGN}\N{EMOJI MODIFIER FITZPATRICK TYPE-4}",
+            )
+        ]
+    if "{seq}" in path:
+        ours = seeded.to_delete if method == "delete" else seeded.root
+        return [{"path_parameters": {"id": home, "seq": seq}} for seq in (ours, seeded.peers)]
     if "{id}" in path:
-        return [{"path_parameters": {"id": channel_id}} for channel_id in channel_ids]
-    if path == "/api/events":
+        return [{"path_parameters": {"id": channel_id}} for channel_id in seeded.channel_ids]
+    if path == "/api/events" and method == "get":
         return [{"query": {"cursor": cursor}}]
+    if path == "/api/events":
+        return [{"body": {"cursor": cursor, "timeout": 0}}]
+    if path == "/api/mentions":
+        return [{"query": {"limit": 1}}]  # a page with a `next`
     return []
 
 
@@ -172,9 +211,7 @@ def _run_examples(strategy: Any, mode: GenerationMode, call: Any) -> None:
     check()
 
 
-def _check_against_server(
-    base_url: str, token: str, leaver: str, peer: str, channel_ids: list[int]
-) -> list[str]:
+def _check_against_server(base_url: str, token: str, leaver: str, seeded: Seeded) -> list[str]:
     """Runs every operation's examples; answers the failures, as text."""
     schema = schemathesis.openapi.from_url(f"{base_url}/api/openapi.json")
     session = requests.Session()
@@ -197,7 +234,7 @@ def _check_against_server(
     for result in schema.get_all_operations():
         operation = result.ok()
         excluded = EXCLUDED_CHECKS.get(operation.definition.raw.get("operationId"), [])
-        fixed = _fixed_inputs(operation, channel_ids, peer, cursor)
+        fixed = _fixed_inputs(operation, seeded, cursor)
         call = functools.partial(
             _call,
             base_url=base_url,
@@ -221,15 +258,25 @@ async def test_server_answers_as_described(client: Any, make_user: Any, home_id:
     peer = await make_user("st_peer", PASSWORD)
     leaver = await make_user("st_leaver", PASSWORD)
     group = await main.post("/api/channels", {"name": "st-group", "members": ["st_peer"]})
-    await main.send(home_id, "hello")
+    root = await main.send(home_id, "hello")
+    await peer.post(
+        f"/api/channels/{home_id}/messages",
+        {"text": "hello @st_main", "reply_to": root["seq"]},
+        expect=201,
+    )
+    to_delete = await main.send(home_id, "delete me")
+    peers = await peer.send(home_id, "not yours")
     await main.send(group["channel"]["id"], "hello group")
+    await peer.send(group["channel"]["id"], "look, @st_main")  # a second mention: a `next`
+    seeded = Seeded(
+        [home_id, group["channel"]["id"]],
+        peer.username,
+        root["seq"],
+        to_delete["seq"],
+        peers["seq"],
+    )
     base_url = str(client.make_url("")).rstrip("/")
     failures = await asyncio.to_thread(
-        _check_against_server,
-        base_url,
-        main.token,
-        leaver.username,
-        peer.username,
-        [home_id, group["channel"]["id"]],
+        _check_against_server, base_url, main.token, leaver.username, seeded
     )
     assert not failures, "\n\n".join(failures)

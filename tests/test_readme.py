@@ -216,3 +216,75 @@ async def test_the_tour_runs_as_written(server: str, tmp_path: Path):
     # Both shown errors came with the documented code (expect_error checked them).
     codes = [value["error"]["code"] for value in printed["Password and logging out"]]
     assert codes == ["wrong_password", "invalid_token"]
+
+    check_messages_that_live(printed["Edits, deletions, reactions, threads and mentions"])
+
+
+def apply_events(view: dict[int, dict], events: list[dict]) -> None:
+    """A client's view of one channel (seq -> Message), kept as docs/api.md
+    says: every event sets what it carries, nothing is counted."""
+    for event in events:
+        kind = event["type"]
+        if kind == "message":
+            message = event["message"]
+            view[message["seq"]] = dict(message)
+            root = view.get(message["reply_to"]) if message["reply_to"] else None
+            if root is not None:
+                root.update(message["thread"])
+        elif kind == "message_edited":
+            view[event["seq"]].update(
+                {name: event[name] for name in ("text", "edited_at", "mentions")}
+            )
+        elif kind == "message_deleted":
+            view[event["seq"]].update(deleted=True, text="", reactions=[], mentions=[])
+        elif kind == "reaction":
+            # Replace that emoji's entry in place (append it if new); none at count 0.
+            message = view[event["seq"]]
+            entry = {name: event[name] for name in ("emoji", "count", "users")}
+            emoji = [r["emoji"] for r in message["reactions"]]
+            at = emoji.index(entry["emoji"]) if entry["emoji"] in emoji else len(emoji)
+            message["reactions"][at : at + 1] = [entry] if entry["count"] else []
+
+
+def check_messages_that_live(printed: list[Any]) -> None:
+    """The tour's edit, reactions, thread reply, mention and deletion did what
+    it says, and its events polls told a client enough to end with the
+    database's view."""
+    edited, reply, replies, (root,), found, channel, first_poll = (
+        printed[0]["message"],
+        printed[3]["message"],
+        printed[4]["messages"],
+        printed[5]["messages"],
+        printed[6]["mentions"],
+        printed[7]["channel"],
+        printed[8],
+    )
+    (tombstone,) = printed[10]["messages"]
+    second_poll = printed[12]
+    codes = [value["error"]["code"] for value in printed if "error" in value]
+    assert codes == ["not_author", "invalid_emoji", "not_allowed", "message_not_found"]
+
+    assert edited["text"] == "lunch at one" and edited["edited_at"] is not None, edited
+    assert (reply["reply_to"], reply["mentions"]) == (edited["seq"], ["alice"]), reply
+    assert reply["thread"] == {"reply_count": 1, "last_reply_at": reply["created_at"]}, reply
+    assert replies == [reply]
+    bob = reply["author"]["id"]
+    assert root["reactions"] == [{"emoji": "👍", "count": 1, "users": [bob]}], root
+    assert (root["reply_count"], root["last_reply_at"]) == (1, reply["created_at"]), root
+    assert root["text"] == "lunch at one" and root["edited_at"] == edited["edited_at"]
+    assert [(m["channel_id"], m["message"]) for m in found] == [(channel["id"], reply)], found
+    assert channel["mentions"] == 1, channel
+
+    kinds = {event["type"] for event in first_poll["events"]}
+    assert {"message", "message_edited", "reaction"} <= kinds, first_poll
+    view: dict[int, dict] = {}
+    apply_events(view, [e for e in first_poll["events"] if e["type"] != "read"])
+    assert view == {root["seq"]: root, reply["seq"]: reply}, view
+
+    assert tombstone["deleted"] and tombstone["text"] == "" and tombstone["reactions"] == []
+    assert tombstone["reply_count"] == 1, tombstone  # its thread stays
+    assert second_poll["events"] == [
+        {"type": "message_deleted", "channel_id": channel["id"], "seq": root["seq"]}
+    ], second_poll
+    apply_events(view, second_poll["events"])
+    assert view[root["seq"]] == tombstone

@@ -117,18 +117,18 @@ class Hub:
         kind, _, rest = payload.partition(":")
         try:
             if kind == "M":
-                channel_text, seq_text, author_text, message_json = rest.split(":", 3)
+                channel_text, seq_text, author_text, number, message_json = rest.split(":", 4)
                 channel_id, seq = int(channel_text), int(seq_text)
                 # Kept only where someone here reads that channel, or lately did.
                 if self._waiters.watched(channel_id) or self.cache.holds(channel_id):
                     self.cache.add(channel_id, CachedMessage(seq, message_json))
-                self._view.message_committed(channel_id, seq, int(author_text))
+                self._view.message_committed(channel_id, seq, int(author_text), int(number))
                 if self._waiters.watched(channel_id):
                     self._waiters.message_arrived(channel_id)
             elif kind == "m":
-                channel_text, seq_text, author_text = rest.split(":")
+                channel_text, seq_text, author_text, number = rest.split(":")
                 channel_id, seq = int(channel_text), int(seq_text)
-                self._view.message_committed(channel_id, seq, int(author_text))
+                self._view.message_committed(channel_id, seq, int(author_text), int(number))
                 self._prefetch(channel_id, seq)
             elif kind == "E":
                 channel_text, seq_text, change, event_json = rest.split(":", 3)
@@ -155,7 +155,7 @@ class Hub:
             log.warning("ignoring malformed notification %r", payload[:100])
 
     def _change_committed(self, channel_id: int, seq: int, change: str) -> None:
-        self._view.message_committed(channel_id, seq, author_id=None)
+        self._view.message_committed(channel_id, seq)
         if change in ("edited", "deleted"):
             # Text was changed or taken back: what is held of the channel
             # must not be served again.

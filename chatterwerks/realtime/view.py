@@ -51,6 +51,7 @@ class Membership:
     subscription_id: int
     joined_seq: int
     last_read_seq: int
+    read_count: int  # messages read, up to last_read_seq
 
 
 UserState = dict[int, Membership]  # channel id -> the user's membership
@@ -91,9 +92,11 @@ class View:
         self._user_versions.clear()
         self.cache.clear()
 
-    def message_committed(self, channel_id: int, seq: int, author_id: int | None) -> None:
-        """A change took position `seq`; a new message (with its author) also
-        moved the author's read marker."""
+    def message_committed(
+        self, channel_id: int, seq: int, author_id: int | None = None, number: int = 0
+    ) -> None:
+        """A change took position `seq`; a new message (its author and number
+        given) also moved the author's read marker."""
         if seq > self.channel_seqs.get(channel_id, -1):
             if len(self.channel_seqs) >= self._max_channels:
                 self.invalidate()  # rare: cheaper than tracking which to evict
@@ -104,7 +107,9 @@ class View:
         state = self._user_states.get(author_id)
         membership = state.get(channel_id) if state is not None else None
         if membership is not None and membership.last_read_seq < seq:
-            state[channel_id] = dataclasses.replace(membership, last_read_seq=seq)  # type: ignore[index]
+            state[channel_id] = dataclasses.replace(  # type: ignore[index]
+                membership, last_read_seq=seq, read_count=number
+            )
         self._bump_version(author_id)
 
     def memberships_changed(self, user_id: int) -> None:
@@ -165,7 +170,7 @@ class View:
         rows = await channels.sync_state(self._pool, user_id)
         state = {
             row["channel_id"]: Membership(
-                row["subscription_id"], row["joined_seq"], row["last_read_seq"]
+                row["subscription_id"], row["joined_seq"], row["last_read_seq"], row["read_count"]
             )
             for row in rows
         }
@@ -234,7 +239,14 @@ class View:
             if membership is not None and membership.last_read_seq > position.read_seq:
                 position.read_seq = membership.last_read_seq
                 events.append(
-                    json.dumps({"type": "read", "channel_id": channel_id, "seq": position.read_seq})
+                    json.dumps(
+                        {
+                            "type": "read",
+                            "channel_id": channel_id,
+                            "seq": position.read_seq,
+                            "read_count": membership.read_count,
+                        }
+                    )
                 )
         budget = PAGE_MESSAGES
         moved = False

@@ -1,7 +1,10 @@
 -- Notifications go to one channel, 'chatterwerks', with a tiny payload:
---   'M:<channel_id>:<seq>:<author_id>:<message JSON>'  a message was committed
---                           (messages.sql)
---   'm:<channel_id>:<seq>:<author_id>'  the same, for a message too long to carry
+--   'M:<channel_id>:<seq>:<author_id>:<number>:<message JSON>'  a message was
+--                           committed (messages.sql)
+--   'm:<channel_id>:<seq>:<author_id>:<number>'  the same, for a message too
+--                           long to carry
+--   'E:<channel_id>:<seq>:<kind>:<event JSON>', 'e:<channel_id>:<seq>:<kind>'
+--                           an edit, a deletion or a reaction (record_change)
 --   'u:<user_id>'           that user's channel list or read markers changed
 --   's:<user_id>'           some of that user's sessions ended (sessions.sql)
 -- NOTIFY is delivered at commit, so a woken reader always finds the row.
@@ -39,8 +42,8 @@ RETURNING id;
 -- events begin, and what came before counts as read (a newcomer is not
 -- greeted by the whole history as unread). Nothing if already a member.
 WITH added AS (
-    INSERT INTO subscriptions (channel_id, user_id, role, joined_seq, last_read_seq)
-    SELECT c.id, $2, $3, c.last_seq, c.last_seq FROM channels c WHERE c.id = $1
+    INSERT INTO subscriptions (channel_id, user_id, role, joined_seq, last_read_seq, read_count)
+    SELECT c.id, $2, $3, c.last_seq, c.last_seq, c.message_count FROM channels c WHERE c.id = $1
     ON CONFLICT (user_id, channel_id) DO NOTHING
     RETURNING user_id
 )
@@ -48,8 +51,9 @@ SELECT pg_notify('chatterwerks', 'u:' || user_id) FROM added;
 
 -- name: subscribe_home
 -- Registration: the new user joins Home, its history counted as read.
-INSERT INTO subscriptions (channel_id, user_id, role, joined_seq, last_read_seq)
-SELECT c.id, $1, 'member', c.last_seq, c.last_seq FROM channels c WHERE c.kind = 'home'
+INSERT INTO subscriptions (channel_id, user_id, role, joined_seq, last_read_seq, read_count)
+SELECT c.id, $1, 'member', c.last_seq, c.last_seq, c.message_count
+FROM channels c WHERE c.kind = 'home'
 RETURNING channel_id;
 
 -- name: membership_for_update
@@ -93,11 +97,17 @@ RETURNING id;
 SELECT id FROM channels WHERE kind = 'direct' AND direct_low = $1 AND direct_high = $2;
 
 -- name: mark_read
--- Moves the read marker forward only, clamped to the channel's last_seq; tells
--- the user's other tabs when it moved. is_member is false for a non-member.
+-- Moves the read marker forward only, clamped to the channel's last_seq, and
+-- with it read_count (the number of the newest message at or before it);
+-- tells the user's other tabs when it moved. is_member is false for a
+-- non-member.
 WITH moved AS (
     UPDATE subscriptions s
-    SET last_read_seq = LEAST($3, c.last_seq)
+    SET last_read_seq = LEAST($3, c.last_seq),
+        read_count = GREATEST(s.read_count, COALESCE(
+            (SELECT m.number FROM messages m
+             WHERE m.channel_id = $1 AND m.seq <= LEAST($3, c.last_seq)
+             ORDER BY m.seq DESC LIMIT 1), 0))
     FROM channels c
     WHERE s.channel_id = $1 AND s.user_id = $2 AND c.id = s.channel_id
       AND LEAST($3, c.last_seq) > s.last_read_seq

@@ -4,11 +4,13 @@
 --      removal either commits first (and this finds no row) or waits for us;
 --   2. take the next seq under the channel row's lock, so seqs are gapless
 --      and commit order equals seq order;
---   3. insert the message, move the author's own read marker to it (what
---      you wrote is not unread to you), and NOTIFY, which is delivered at
---      commit. The payload carries the author and the message itself
---      ('M:<channel>:<seq>:<author>:<json>') when it fits in NOTIFY's 8000
---      bytes, else only its place ('m:<channel>:<seq>:<author>').
+--   3. insert the message with the next number (its ordinal among the
+--      channel's messages), move the author's own read marker and read
+--      count to it (what you wrote is not unread to you), and NOTIFY, which
+--      is delivered at commit. The payload carries the author, the number
+--      and the message itself ('M:<channel>:<seq>:<author>:<number>:<json>')
+--      when it fits in NOTIFY's 8000 bytes, else only its place
+--      ('m:<channel>:<seq>:<author>:<number>').
 -- $4 is the Idempotency-Key or NULL, $5 the seq of the message this one
 -- answers (a thread reply: the root's reply count and time move in the same
 -- statement) or NULL. @mentions of members are kept. No row back means: no
@@ -24,14 +26,14 @@ WITH member AS (
     SELECT COALESCE(reply_to, seq) AS seq FROM messages
     WHERE channel_id = $1 AND seq = $5 AND deleted_at IS NULL
 ), bumped AS (
-    UPDATE channels SET last_seq = last_seq + 1
+    UPDATE channels SET last_seq = last_seq + 1, message_count = message_count + 1
     WHERE id = $1 AND EXISTS (SELECT 1 FROM member)
       AND ($5::bigint IS NULL OR EXISTS (SELECT 1 FROM root))
       AND NOT EXISTS (
           SELECT 1 FROM messages
           WHERE channel_id = $1 AND author_id = $2 AND idempotency_key = $4::text
       )
-    RETURNING id, last_seq, kind, direct_low, direct_high
+    RETURNING id, last_seq, message_count, kind, direct_low, direct_high
 ), thread AS (
     -- The root's summary: an UPDATE sees the newest row, so the count is
     -- exact under concurrent replies.
@@ -44,9 +46,9 @@ WITH member AS (
     FROM bumped, mentioned_members($1, $3) mm
 ), inserted AS (
     INSERT INTO messages (
-        channel_id, seq, author_id, text, idempotency_key, reply_to, reply_number, mentions
+        channel_id, seq, number, author_id, text, idempotency_key, reply_to, reply_number, mentions
     )
-    SELECT b.id, b.last_seq, $2, $3, $4::text, t.seq, t.reply_count,
+    SELECT b.id, b.last_seq, b.message_count, $2, $3, $4::text, t.seq, t.reply_count,
            COALESCE((SELECT array_agg(username ORDER BY lower(username)) FROM mentioned), '{}')
     FROM bumped b LEFT JOIN thread t ON true
     RETURNING *
@@ -54,19 +56,20 @@ WITH member AS (
     INSERT INTO mentions (user_id, channel_id, seq, message_id)
     SELECT m.user_id, i.channel_id, i.seq, i.id FROM inserted i, mentioned m
 ), marked_read AS (
-    UPDATE subscriptions SET last_read_seq = b.last_seq
+    UPDATE subscriptions SET last_read_seq = b.last_seq, read_count = b.message_count
     FROM bumped b
     WHERE subscriptions.channel_id = $1 AND subscriptions.user_id = $2
 ), shaped AS (
-    SELECT i.channel_id, i.seq, i.author_id, message_json(i::messages) AS json
+    SELECT i.channel_id, i.seq, i.number, i.author_id, message_json(i::messages) AS json
     FROM inserted i
 )
 SELECT s.channel_id, s.seq, s.json, b.kind, b.direct_low, b.direct_high,
        pg_notify(
            'chatterwerks',
            CASE WHEN octet_length(s.json) < 7900
-                THEN 'M:' || s.channel_id || ':' || s.seq || ':' || s.author_id || ':' || s.json
-                ELSE 'm:' || s.channel_id || ':' || s.seq || ':' || s.author_id
+                THEN 'M:' || s.channel_id || ':' || s.seq || ':' || s.author_id || ':' || s.number
+                     || ':' || s.json
+                ELSE 'm:' || s.channel_id || ':' || s.seq || ':' || s.author_id || ':' || s.number
            END
        ) AS notified
 FROM shaped s, bumped b;
@@ -179,7 +182,8 @@ LIMIT $3 + 1;
 -- name: sync_state
 -- What an events poll compares its cursor with: each membership of the user,
 -- with its channel's newest seq and the user's read marker.
-SELECT s.channel_id, s.id AS subscription_id, s.joined_seq, s.last_read_seq, c.last_seq
+SELECT s.channel_id, s.id AS subscription_id, s.joined_seq, s.last_read_seq, s.read_count,
+       c.last_seq
 FROM subscriptions s
 JOIN channels c ON c.id = s.channel_id
 WHERE s.user_id = $1;
