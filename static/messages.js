@@ -4,7 +4,15 @@ import { api, handleAuthError } from "./api.js";
 import { updateSendButton } from "./composer.js";
 import { loadMembers, renderMembers } from "./members.js";
 import { narrow, renderHeader, renderSidebar, setNavOpen } from "./sidebar.js";
-import { channelLabel, mentionsMe, mentionsOf, sortedChannels, state } from "./state.js";
+import {
+  channelLabel,
+  mentionsMe,
+  mentionsOf,
+  noteMessage,
+  noteRead,
+  sortedChannels,
+  state,
+} from "./state.js";
 import { applyReply, closeThread, setThreadSummary } from "./thread.js";
 import { messageNode, permissions, replaceMessageNode } from "./msgview.js";
 import { $, h, setText, toast } from "./util.js";
@@ -129,7 +137,12 @@ function storeMessage(hist, message) {
 export function applyMessage(message, { own = false } = {}) {
   const channel = state.channels.get(message.channel_id);
   if (!channel) return; // not (or no longer) ours; a channel_added precedes ours
-  channel.last_seq = Math.max(channel.last_seq, message.seq);
+  noteMessage(channel, message);
+  // The server moves the author's marker to what they send, past every mention.
+  if (state.me && message.author.id === state.me.id && message.seq > channel.last_read_seq) {
+    noteRead(channel, message);
+    channel.mentions = 0;
+  }
   const hist = state.history.get(message.channel_id);
   let added = true;
   // Channels never opened keep no messages: opening loads the newest page.
@@ -172,7 +185,8 @@ function loadLatest(id) {
       hist.hasMore = page.has_more;
       hist.status = "ready";
       const channel = state.channels.get(id);
-      if (channel) channel.last_seq = Math.max(channel.last_seq, newestSeq(hist));
+      const newest = hist.msgs.get(newestSeq(hist));
+      if (channel && newest) noteMessage(channel, newest);
     } catch (err) {
       if (gen !== state.gen || state.history.get(id) !== hist) return;
       if (handleAuthError(err)) return;
@@ -397,12 +411,10 @@ export function maybeMarkRead() {
   const hist = state.history.get(id);
   if (!channel || !hist || hist.status !== "ready") return;
   if (document.visibilityState !== "visible" || !isAtBottom()) return;
-  // Edits, deletions and reactions take positions of the channel's stream
-  // too (channel.last_seq counts them, the messages do not): reading the
-  // newest message reads them all. The server clamps to its last_seq.
-  const seq = Math.max(newestSeq(hist), channel.last_seq, 0);
-  if (seq <= channel.last_read_seq) return;
-  channel.last_read_seq = seq;
+  const newest = hist.msgs.get(newestSeq(hist));
+  if (!newest || newest.seq <= channel.last_read_seq) return;
+  const seq = newest.seq;
+  noteRead(channel, newest);
   // Everything up to the newest message is seen, so every mention is.
   channel.mentions = 0;
   renderSidebar();

@@ -5,8 +5,8 @@ import { applyChange, endEdit } from "./changes.js";
 import { closePicker } from "./emoji.js";
 import { applyMessage, forgetChannel, switchChannel } from "./messages.js";
 import { renderSidebar } from "./sidebar.js";
+import { channelLabel, noteRead, state, upsertChannel } from "./state.js";
 import { closeThread } from "./thread.js";
-import { channelLabel, state, upsertChannel } from "./state.js";
 import { $, avatar, setText, toast } from "./util.js";
 
 const POLL_TIMEOUT_S = 25; // server-side wait of one /api/events poll
@@ -38,11 +38,13 @@ function applyEvents(events) {
         // Our own marker moved, maybe in another tab: the badge follows.
         const channel = state.channels.get(event.channel_id);
         if (channel && event.seq > channel.last_read_seq) {
-          channel.last_read_seq = event.seq;
-          // The server clamps a marker to its last_seq, which counts changes too.
-          channel.last_seq = Math.max(channel.last_seq, event.seq);
+          noteRead(channel, { seq: event.seq, number: event.read_count });
           // The marker passed every message we know of: their mentions are read.
-          if (event.seq >= channel.last_seq) channel.mentions = 0;
+          const all =
+            channel.message_count === undefined || event.read_count === undefined
+              ? event.seq >= channel.last_seq
+              : event.read_count >= channel.message_count;
+          if (all) channel.mentions = 0;
           renderSidebar();
         }
         break;

@@ -47,8 +47,32 @@ export function resetState() {
   state.editing = null;
 }
 
+/**
+ * Unread messages: the channel's message count less the messages your
+ * marker has passed (edits and reactions take stream positions, so seqs
+ * cannot tell). A server without the counts: positions, as before.
+ */
 export function unreadOf(channel) {
-  return Math.max(0, channel.last_seq - channel.last_read_seq);
+  if (channel.message_count === undefined) {
+    return Math.max(0, channel.last_seq - channel.last_read_seq);
+  }
+  return Math.max(0, channel.message_count - (channel.read_count || 0));
+}
+
+/** A message of the channel was seen: what it tells of the channel (idempotent). */
+export function noteMessage(channel, message) {
+  channel.last_seq = Math.max(channel.last_seq, message.seq);
+  if (message.number !== undefined) {
+    channel.message_count = Math.max(channel.message_count || 0, message.number);
+  }
+}
+
+/** The marker moved past `message` (ours moves with what we send, too). */
+export function noteRead(channel, message) {
+  channel.last_read_seq = Math.max(channel.last_read_seq, message.seq);
+  if (message.number !== undefined) {
+    channel.read_count = Math.max(channel.read_count || 0, message.number);
+  }
 }
 
 export function mentionsOf(channel) {
@@ -77,6 +101,10 @@ export function sortedChannels(kind) {
     );
 }
 
+function maxOf(a, b) {
+  return a === undefined ? b : b === undefined ? a : Math.max(a, b);
+}
+
 export function upsertChannel(channel) {
   const known = state.channels.get(channel.id);
   if (known) {
@@ -86,6 +114,8 @@ export function upsertChannel(channel) {
       ...channel,
       last_seq: Math.max(known.last_seq, channel.last_seq),
       last_read_seq: Math.max(known.last_read_seq, channel.last_read_seq),
+      message_count: maxOf(known.message_count, channel.message_count),
+      read_count: maxOf(known.read_count, channel.read_count),
       // An answer computed before our read marker moved has stale mentions.
       mentions:
         channel.last_read_seq < known.last_read_seq || channel.mentions === undefined

@@ -753,6 +753,13 @@ async def test_reactions_seen_live(browser: Browser, base_url: str, make_user: A
 
     stored = (await bob.get(f"/api/channels/{channel_id}/messages"))["messages"][-1]
     assert stored["reactions"] == [{"emoji": "👍", "count": 1, "users": [bob.id]}]
+    # Reactions are no messages: nobody has #team unread, not even after a reload.
+    await sidebar_item(bob_page, "Home").click()
+    await bob_page.reload()
+    await expect(sidebar_item(bob_page, "team")).to_be_visible()
+    await expect(bob_page.locator("#channel-title")).to_have_text("Home")
+    await expect(sidebar_item(bob_page, "team").locator(".badge")).to_be_hidden()
+    assert (await bob.get(f"/api/channels/{channel_id}"))["channel"]["unread"] == 0
     alice_problems.check()
     bob_problems.check()
 
