@@ -197,12 +197,22 @@ def poll_events(
         return _answer_now(pool, user_id)
     cursor = decode_cursor(cursor_text)
     empty = _answer(cursor_text, [])
-    return _long_poll(hub, user_id, cursor, timeout, empty, _read_events, hub, user_id, cursor)
+    # A list, so that a read may leave the cursor further on for the next.
+    held = [cursor]
+    return _long_poll(hub, user_id, cursor, timeout, empty, _read_events, hub, user_id, held)
 
 
-async def _read_events(hub: Hub, user_id: int, cursor: Cursor) -> str | None:
-    new_cursor, events, moved = await hub.read(user_id, cursor)
-    return _answer(encode_cursor(new_cursor), events) if moved else None
+async def _read_events(hub: Hub, user_id: int, held: list[Cursor]) -> str | None:
+    """The answer past the cursor, or None. Positions with nothing left to
+    tell (an edit of a message deleted since) are passed over in place: the
+    poll goes on from beyond them rather than answer with no event."""
+    while True:
+        cursor, events, moved = await hub.read(user_id, held[0])
+        if events:
+            return _answer(encode_cursor(cursor), events)
+        if not moved:
+            return None
+        held[0] = cursor
 
 
 async def _answer_now(pool: asyncpg.Pool, user_id: int) -> str:

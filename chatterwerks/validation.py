@@ -117,10 +117,11 @@ def reply_to(body: dict[str, Any]) -> int | None:
 
 def emoji_value(raw: str) -> str:
     """One emoji (a single grapheme: skin tones, flags and ZWJ sequences
-    count as one), by the emoji package's Unicode data."""
+    count as one), by the emoji package's Unicode data, in its fully
+    qualified form: ❤ and ❤️ are one reaction, not two."""
     if not emoji.is_emoji(raw):
         raise bad_input("invalid_emoji", "A reaction is one emoji, such as 👍.")
-    return raw
+    return emoji.emojize(emoji.demojize(raw), variant=None)
 
 
 def message_seq(request: web.Request) -> int:

@@ -257,7 +257,9 @@ BEGIN
     ) THEN
         status := 'not_allowed'; RETURN;
     END IF;
-    UPDATE messages SET text = '', mentions = '{}', deleted_at = now()
+    -- edited_at goes too: the edit's event is passed over once the message
+    -- is deleted, so a client that saw the message before would not learn it.
+    UPDATE messages SET text = '', mentions = '{}', edited_at = NULL, deleted_at = now()
     WHERE channel_id = p_channel AND seq = p_seq;
     DELETE FROM reactions WHERE channel_id = p_channel AND message_seq = p_seq;
     DELETE FROM mentions WHERE channel_id = p_channel AND seq = p_seq;

@@ -10,7 +10,6 @@ from typing import Any
 from urllib.parse import quote
 
 import asyncpg
-import pytest
 from helpers import assert_error
 
 from chatterwerks import keys
@@ -397,12 +396,6 @@ async def test_mentions_counted_cleared_and_listed(app, make_user):
     assert await mentions_count(carol, channel_id) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SERVER BUG (probable; issue 10): mentioned_members() takes the longest run of "
-    "username characters after @, and '.' and '-' are among them, so a mention at the end "
-    "of a sentence ('thanks @bob.') looks up 'bob.' and is no mention at all",
-)
 async def test_a_mention_at_the_end_of_a_sentence(make_user):
     alice, bob = await make_user("alice"), await make_user("bob")
     channel_id = await group_with(alice, bob)
@@ -424,12 +417,6 @@ async def test_mentions_paging_rejects_bad_input(make_user):
     assert await alice.get("/api/mentions?limit=100000") == {"mentions": [], "next": None}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SERVER BUG (issue 10): send_message reads the root in the statement's snapshot "
-    "before it waits for the channel row, so a reply queued behind the root's deletion "
-    "commits after it (201, reply_count 1 on a tombstone) instead of 400 invalid_reply_to",
-)
 async def test_a_reply_racing_the_deletion_of_its_root(app, settings, make_user):
     """The rule "reply_to must be a live message" holds in the statement: a
     reply that began while its root was live, but takes its position after

@@ -37,10 +37,6 @@ COMPARED = (
     "mentions",
 )
 
-# SERVER BUG (issue 10): while True, tombstones are compared without edited_at.
-# Set to False once test_tombstone_of_an_edited_message_converges passes.
-TOMBSTONE_EDITED_AT_BUG = True
-
 
 def reaction_path(channel_id: int, seq: int, emoji: str) -> str:
     return f"/api/channels/{channel_id}/messages/{seq}/reactions/{quote(emoji, safe='')}"
@@ -125,7 +121,7 @@ class Follower:
             message["mentions"] = event["mentions"]
         elif kind == "message_deleted":
             self.items[channel_id].append(("deleted", seq))
-            message.update(deleted=True, text="", reactions=[], mentions=[])
+            message.update(deleted=True, text="", edited_at=None, reactions=[], mentions=[])
         elif kind == "reaction":
             entry = {"emoji": event["emoji"], "count": event["count"], "users": event["users"]}
             assert event["count"] == len(event["users"]), event
@@ -220,11 +216,6 @@ async def history_of(endpoint: Endpoint, channel_id: int) -> dict[int, dict[str,
 
 def comparable(message: dict[str, Any]) -> dict[str, Any]:
     shown = {name: message[name] for name in COMPARED}
-    if message["deleted"] and TOMBSTONE_EDITED_AT_BUG:
-        # SERVER BUG, see test_tombstone_of_an_edited_message_converges: a
-        # tombstone keeps edited_at in the database, but a follower that
-        # never saw the edit (its event is passed over once deleted) has null.
-        del shown["edited_at"]
     # Emoji order is not part of the contract; each emoji's users are.
     shown["reactions"] = {r["emoji"]: (r["count"], r["users"]) for r in message["reactions"]}
     return shown
@@ -403,12 +394,6 @@ async def test_every_change_kind_once_in_order_on_two_processes(
         stop_server(process)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SERVER BUG (issue 10): a tombstone keeps edited_at in the database, but the "
-    "edit event is passed over once its message is deleted, so a follower that had the "
-    "message before the edit ends with edited_at null",
-)
 async def test_tombstone_of_an_edited_message_converges(make_user):
     """Bob has the message; Alice edits it, then deletes it; Bob's next poll
     passes the edit over (nothing left to tell) and makes a tombstone. His
@@ -597,13 +582,6 @@ async def test_channel_tail_skips_changes_and_returns_the_next_message(make_user
     assert (await bob.get(path))["messages"] == [second]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SERVER BUG (issue 10): the tail reads stream positions after..after+limit and "
-    "keeps the messages among them; when more than `limit` changes follow the last message, "
-    "it finds none, waits, and finds none again: `after` never moves, so a client tailing "
-    "the channel (curl -N in the README) stalls for good",
-)
 async def test_channel_tail_is_not_stalled_by_more_changes_than_its_limit(make_user):
     alice, bob = await make_user("alice"), await make_user("bob")
     body = await alice.post("/api/channels", {"name": "tail", "members": ["bob"]}, 201)

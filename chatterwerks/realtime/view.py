@@ -142,15 +142,22 @@ class View:
     async def read_channel(
         self, user_id: int, channel_id: int, after: int, limit: int
     ) -> list[CachedMessage] | None:
-        """Messages after seq `after` in one channel (at most limit); None if
-        the user is not a member."""
+        """New messages after seq `after` in one channel (at most limit); None
+        if the user is not a member. Other changes are passed over, however
+        many follow the last message (they come by the events poll)."""
         try:
             state, last_seqs, fresh = await self._user_state(user_id, use_cache=True)
             if channel_id not in state:
                 return None
-            upto = min(last_seqs[channel_id], after + limit)
-            found = await self._messages(user_id, channel_id, after, upto, fresh)
-            return [position for position in found if position.is_message]
+            found: list[CachedMessage] = []
+            while not found and after < last_seqs[channel_id]:
+                upto = min(last_seqs[channel_id], after + limit)
+                positions = await self._messages(user_id, channel_id, after, upto, fresh)
+                if not positions:
+                    break  # being read (a prefetch): its arrival wakes us
+                found = [position for position in positions if position.is_message]
+                after = positions[-1].seq
+            return found
         except NotMember:
             self.memberships_changed(user_id)
             return None

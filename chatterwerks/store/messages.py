@@ -51,6 +51,10 @@ async def insert(
         if exc.constraint_name != "messages_idempotency_key":
             raise
         return None  # the same key at the same moment: the other send committed
+    except asyncpg.CheckViolationError as exc:
+        if exc.constraint_name != "messages_reply_check":
+            raise
+        return None  # its root was deleted while the send waited: nothing written
     if row is None and idempotency_key is None and reply_to is None:
         raise channel_not_found()
     return row

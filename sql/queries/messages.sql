@@ -36,10 +36,12 @@ WITH member AS (
     RETURNING id, last_seq, message_count, kind, direct_low, direct_high
 ), thread AS (
     -- The root's summary: an UPDATE sees the newest row, so the count is
-    -- exact under concurrent replies.
+    -- exact under concurrent replies, and a root deleted while this waited
+    -- for the channel's lock is seen deleted: then no row, and the insert
+    -- below fails its reply check, which rolls the whole send back.
     UPDATE messages r SET reply_count = r.reply_count + 1, last_reply_at = now()
     FROM root, bumped
-    WHERE r.channel_id = $1 AND r.seq = root.seq
+    WHERE r.channel_id = $1 AND r.seq = root.seq AND r.deleted_at IS NULL
     RETURNING r.seq, r.reply_count
 ), mentioned AS (
     SELECT mm.user_id, mm.username
@@ -48,9 +50,9 @@ WITH member AS (
     INSERT INTO messages (
         channel_id, seq, number, author_id, text, idempotency_key, reply_to, reply_number, mentions
     )
-    SELECT b.id, b.last_seq, b.message_count, $2, $3, $4::text, t.seq, t.reply_count,
+    SELECT b.id, b.last_seq, b.message_count, $2, $3, $4::text, root.seq, t.reply_count,
            COALESCE((SELECT array_agg(username ORDER BY lower(username)) FROM mentioned), '{}')
-    FROM bumped b LEFT JOIN thread t ON true
+    FROM bumped b LEFT JOIN root ON true LEFT JOIN thread t ON true
     RETURNING *
 ), mentions_kept AS (
     INSERT INTO mentions (user_id, channel_id, seq, message_id)
