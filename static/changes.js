@@ -68,7 +68,13 @@ function applyTombstone(channelId, seq) {
   recountMention(channelId, known, false);
   const editing = state.editing;
   if (editing && editing.channelId === channelId && editing.seq === seq) endEdit({ focus: false });
-  patchMessage(channelId, seq, { deleted: true, text: "", reactions: [], mentions: [] });
+  patchMessage(channelId, seq, {
+    deleted: true,
+    text: "",
+    edited_at: null,
+    reactions: [],
+    mentions: [],
+  });
 }
 
 /** Replaces (or drops, at count 0) one emoji's entry in a reaction summary. */
