@@ -7,6 +7,7 @@
 
 import { api, handleAuthError } from "./api.js";
 import { closePicker, openPicker, recordEmoji } from "./emoji.js";
+import { loadMembers } from "./members.js";
 import { lastEditableOfMine, refreshChannelMessage } from "./messages.js";
 import { permissions } from "./msgview.js";
 import { renderSidebar } from "./sidebar.js";
@@ -55,16 +56,34 @@ function recountMention(channelId, message, nowMentions) {
   renderSidebar();
 }
 
+/**
+ * A change to a message this page does not hold may still move the mention
+ * badge (an edit adding a mention of us, a deletion taking one back): the
+ * channel's own answer says.
+ */
+function recountFromServer(channelId, seq, mayMatter) {
+  const channel = state.channels.get(channelId);
+  if (channel && seq > channel.last_read_seq && mayMatter(channel)) loadMembers(channelId);
+}
+
 function applyEdit(channelId, seq, fields) {
   const known = findMessage(channelId, seq);
-  if (!known || known.deleted) return;
+  if (!known) {
+    const mentioned = mentionsMe({ mentions: fields.mentions || [] });
+    recountFromServer(channelId, seq, (channel) => mentioned || mentionsOf(channel) > 0);
+    return;
+  }
+  if (known.deleted) return;
   recountMention(channelId, known, mentionsMe({ mentions: fields.mentions || [] }));
   patchMessage(channelId, seq, fields);
 }
 
 function applyTombstone(channelId, seq) {
   const known = findMessage(channelId, seq);
-  if (!known) return;
+  if (!known) {
+    recountFromServer(channelId, seq, (channel) => mentionsOf(channel) > 0);
+    return;
+  }
   recountMention(channelId, known, false);
   const editing = state.editing;
   if (editing && editing.channelId === channelId && editing.seq === seq) endEdit({ focus: false });

@@ -824,6 +824,7 @@ async def test_mention_with_the_picker_seen_live(
 ) -> None:
     alice, bob, channel_id = await team(make_user)
     await make_user("bobby")  # not in #team: never offered
+    earlier = await alice.send(channel_id, "before any mention")
     alice_page, alice_problems = await in_team(browser, base_url, alice)
     bob_page, bob_problems = await open_chat(browser, base_url, bob)
     await expect(bob_page.locator("#channel-title")).to_have_text("Home")
@@ -842,18 +843,37 @@ async def test_mention_with_the_picker_seen_live(
     mention = messages(alice_page).last.locator(".mention")
     await expect(mention).to_have_text("@bob")
 
-    # Bob reads Home: #team gets a mention badge apart from the unread count.
-    item = sidebar_item(bob_page, "team")
-    await expect(item.locator(".mention-badge")).to_have_text("@1")
-    await expect(item.locator(".badge")).to_have_text("1")
+    # Bob reads Home, in two tabs: #team gets a mention badge apart from the
+    # unread count, in both.
+    bob_tab2 = await bob_page.context.new_page()
+    await bob_tab2.goto(base_url)
+    await expect(sidebar_item(bob_tab2, "team")).to_be_visible()
+    for page in (bob_page, bob_tab2):
+        item = sidebar_item(page, "team")
+        await expect(item.locator(".mention-badge")).to_have_text("@1")
+        await expect(item.locator(".badge")).to_have_text("2")  # two messages, one mention
     assert (await bob.get(f"/api/channels/{channel_id}"))["channel"]["mentions"] == 1
-    await item.click()
-    last = messages(bob_page).last
-    await expect(last).to_have_class("msg mentions-me")
-    await expect(last.locator(".mention-me")).to_have_text("@bob")
-    # Reading clears both, and the server agrees.
-    await expect(item.locator(".mention-badge")).to_be_hidden()
-    await expect(item.locator(".badge")).to_be_hidden()
+
+    # An edit that adds a mention counts too, though neither tab holds the message.
+    await alice.call(
+        "PATCH",
+        f"/api/channels/{channel_id}/messages/{earlier['seq']}",
+        {"text": "before, and now @bob too"},
+        expect=200,
+    )
+    for page in (bob_page, bob_tab2):
+        await expect(sidebar_item(page, "team").locator(".mention-badge")).to_have_text("@2")
+
+    await sidebar_item(bob_page, "team").click()
+    mentioned = bob_page.locator("#message-list li.msg.mentions-me")
+    await expect(mentioned).to_have_count(2)
+    await expect(mentioned.locator(".mention-me")).to_have_text(["@bob", "@bob"])
+    await expect(mentioned.first.locator(".msg-edited")).to_be_visible()
+    # Reading clears both badges, in the other tab too, and the server agrees.
+    for page in (bob_page, bob_tab2):
+        item = sidebar_item(page, "team")
+        await expect(item.locator(".mention-badge")).to_be_hidden()
+        await expect(item.locator(".badge")).to_be_hidden()
     channel = (await bob.get(f"/api/channels/{channel_id}"))["channel"]
     assert (channel["mentions"], channel["unread"]) == (0, 0)
     alice_problems.check()
