@@ -31,6 +31,7 @@ import {
   editLast,
   endEdit,
   onMessageListClick,
+  onDocumentPointerDown,
   onMessageListContextMenu,
   submitDelete,
 } from "./changes.js";
@@ -164,6 +165,7 @@ function wire() {
     $(id).addEventListener("contextmenu", onMessageListContextMenu);
   }
   $("delete-form").addEventListener("submit", submitDelete);
+  document.addEventListener("pointerdown", onDocumentPointerDown);
   wirePicker();
 
   $("messages").addEventListener("scroll", onMessagesScroll, { passive: true });

@@ -346,6 +346,14 @@ function showActions(li) {
   li.classList.add("show-actions");
 }
 
+/** A press outside every message hides the actions a tap showed. */
+export function onDocumentPointerDown(event) {
+  if (event.target.closest && event.target.closest("li.msg, #emoji-picker, dialog")) return;
+  for (const li of document.querySelectorAll(".msg.show-actions")) {
+    li.classList.remove("show-actions");
+  }
+}
+
 /** Clicks in a message list (the channel's or the thread panel's). */
 export function onMessageListClick(event) {
   const li = event.target.closest("li.msg");
