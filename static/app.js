@@ -13,6 +13,7 @@
 //   thread.js    the thread panel beside the channel
 //   emoji.js     the emoji picker (frequent first)
 //   mention.js   "@" in a composer offers the channel's members
+//   mentions.js  the mentions view (GET /api/mentions)
 //   members.js   a channel's members, direct channels, user search
 //   dialogs.js   "find people" and "create a channel"
 //   poll.js      the long-poll loop: the only /api/events request, ever
@@ -45,6 +46,7 @@ import {
 import { closePicker, pickerOpen, wirePicker } from "./emoji.js";
 import { addMember, refreshMemberOptions, removeMember } from "./members.js";
 import { attachMentionPicker } from "./mention.js";
+import { loadMoreMentions, openMentions } from "./mentions.js";
 import {
   loadOlder,
   maybeMarkRead,
@@ -165,6 +167,8 @@ function wire() {
     $(id).addEventListener("contextmenu", onMessageListContextMenu);
   }
   $("delete-form").addEventListener("submit", submitDelete);
+  $("open-mentions").addEventListener("click", openMentions);
+  $("mentions-more").addEventListener("click", loadMoreMentions);
   document.addEventListener("pointerdown", onDocumentPointerDown);
   wirePicker();
 

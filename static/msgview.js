@@ -45,7 +45,7 @@ export function permissions(message) {
  * The text with each `@username` the server counted as a mention in a span
  * (the one naming the reader stands out). Only text nodes, never HTML.
  */
-function textWithMentions(message) {
+export function textWithMentions(message) {
   const names = new Set((message.mentions || []).map((name) => name.toLowerCase()));
   const text = message.text;
   if (!names.size) return [text];

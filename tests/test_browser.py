@@ -846,6 +846,7 @@ async def test_mention_with_the_picker_seen_live(
     # Bob reads Home, in two tabs: #team gets a mention badge apart from the
     # unread count, in both.
     bob_tab2 = await bob_page.context.new_page()
+    tab2_problems = PageProblems(bob_tab2)
     await bob_tab2.goto(base_url)
     await expect(sidebar_item(bob_tab2, "team")).to_be_visible()
     for page in (bob_page, bob_tab2):
@@ -876,8 +877,20 @@ async def test_mention_with_the_picker_seen_live(
         await expect(item.locator(".badge")).to_be_hidden()
     channel = (await bob.get(f"/api/channels/{channel_id}"))["channel"]
     assert (channel["mentions"], channel["unread"]) == (0, 0)
+
+    # The mentions view lists them across channels, newest first, and opens one's channel.
+    await bob_tab2.get_by_role("button", name="Mentions").click()
+    listed = bob_tab2.locator("#mentions-list .mention-item")
+    await expect(listed.locator(".mention-item-text")).to_have_text(
+        ["look @bob at this", "before, and now @bob too"]
+    )
+    await expect(listed.first.locator(".mention-item-where")).to_have_text("#team")
+    await listed.first.click()
+    await expect(bob_tab2.locator("#mentions-dialog")).to_be_hidden()
+    await expect(bob_tab2.locator("#channel-title")).to_have_text("#team")
     alice_problems.check()
     bob_problems.check()
+    tab2_problems.check()
 
 
 async def test_thread_at_360_px(browser: Browser, base_url: str, make_user: Any) -> None:
