@@ -879,7 +879,7 @@ async def test_mention_with_the_picker_seen_live(
     assert (channel["mentions"], channel["unread"]) == (0, 0)
 
     # The mentions view lists them across channels, newest first, and opens one's channel.
-    await bob_tab2.get_by_role("button", name="Mentions").click()
+    await bob_tab2.get_by_role("button", name="Mentions", exact=True).click()
     listed = bob_tab2.locator("#mentions-list .mention-item")
     await expect(listed.locator(".mention-item-text")).to_have_text(
         ["look @bob at this", "before, and now @bob too"]
