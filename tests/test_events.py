@@ -436,6 +436,8 @@ def stop_server(process: subprocess.Popen) -> None:
         process.wait(10)
     except subprocess.TimeoutExpired:
         process.kill()
+        process.wait()
+    process.stderr.close()  # else a ResourceWarning, an error under filterwarnings
 
 
 async def test_two_server_processes_deliver_to_each_other(settings, make_user, home_id):

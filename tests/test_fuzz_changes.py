@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from snapshot import SNAPSHOT_SQL
 from test_changes_authz import CHANGES_SNAPSHOT_SQL
 from test_fuzz import (
     EDGE_INTS,
     FUZZ_SETTINGS,
     MAX_WAIT,
     NASTY_TEXT,
-    SNAPSHOT_SQL,
     World,
     _quote,
     any_chars,
