@@ -8,6 +8,12 @@
 //   sidebar.js   sidebar, header, title, drawers
 //   messages.js  switching channel, history pages, rendering, scrolling, read markers
 //   composer.js  the message box
+//   msgview.js   one message as a list item (text, mentions, reactions, thread link, actions)
+//   changes.js   edits, deletions, reactions: their events and their actions
+//   thread.js    the thread panel beside the channel
+//   emoji.js     the emoji picker (frequent first)
+//   mention.js   "@" in a composer offers the channel's members
+//   mentions.js  the mentions view (GET /api/mentions)
 //   members.js   a channel's members, direct channels, user search
 //   dialogs.js   "find people" and "create a channel"
 //   poll.js      the long-poll loop: the only /api/events request, ever
@@ -22,14 +28,25 @@
 
 import { api, onSessionEnded } from "./api.js";
 import { setAuthMode, showAuth, showScreen, submitAuth, toggleAuthMode } from "./auth.js";
-import { onComposerKeydown, sendMessage, updateSendButton } from "./composer.js";
+import {
+  editLast,
+  endEdit,
+  onMessageListClick,
+  onDocumentPointerDown,
+  onMessageListContextMenu,
+  submitDelete,
+} from "./changes.js";
+import { composerKeys, sendMessage, updateSendButton } from "./composer.js";
 import {
   createChannel,
   openChannelDialog,
   openDirectDialog,
   refreshDirectResults,
 } from "./dialogs.js";
+import { closePicker, pickerOpen, wirePicker } from "./emoji.js";
 import { addMember, refreshMemberOptions, removeMember } from "./members.js";
+import { attachMentionPicker } from "./mention.js";
+import { loadMoreMentions, openMentions } from "./mentions.js";
 import {
   loadOlder,
   maybeMarkRead,
@@ -40,6 +57,7 @@ import {
 import { applySnapshot, backoffDelay, pollLoop, setConnection, waitOrWake } from "./poll.js";
 import { narrow, setMembersOpen, setNavOpen, sidebarItems } from "./sidebar.js";
 import { resetState, state } from "./state.js";
+import { closeThread, loadMoreReplies, sendReply, updateThreadSend } from "./thread.js";
 import { $, closeDialog, setFieldError, setText } from "./util.js";
 
 /** Ends everything of the current session in the page (not on the server). */
@@ -54,6 +72,8 @@ function stopSession() {
     $(id).replaceChildren();
   }
   for (const dialog of document.querySelectorAll("dialog")) closeDialog(dialog);
+  closePicker();
+  closeThread();
   setConnection(true);
   setNavOpen(false);
   setMembersOpen(false);
@@ -118,11 +138,39 @@ function wire() {
   }
 
   $("composer").addEventListener("submit", sendMessage);
-  $("composer-input").addEventListener("keydown", onComposerKeydown);
+  // The member picker's keys come first: Enter picks a name there, not sends.
+  attachMentionPicker($("composer-input"), () => state.currentId);
+  $("composer-input").addEventListener(
+    "keydown",
+    composerKeys($("composer"), () => editLast(false)),
+  );
   $("composer-input").addEventListener("input", () => {
     updateSendButton();
     if ($("composer-error").textContent) $("composer-error").textContent = "";
   });
+
+  $("thread-composer").addEventListener("submit", sendReply);
+  attachMentionPicker($("thread-input"), () => state.thread && state.thread.channelId);
+  $("thread-input").addEventListener(
+    "keydown",
+    composerKeys($("thread-composer"), () => editLast(true)),
+  );
+  $("thread-input").addEventListener("input", () => {
+    updateThreadSend();
+    if ($("thread-error").textContent) $("thread-error").textContent = "";
+  });
+  $("thread-close").addEventListener("click", () => closeThread({ focusChannel: true }));
+  $("thread-more").addEventListener("click", loadMoreReplies);
+  $("thread-retry").addEventListener("click", loadMoreReplies);
+  for (const id of ["message-list", "thread"]) {
+    $(id).addEventListener("click", onMessageListClick);
+    $(id).addEventListener("contextmenu", onMessageListContextMenu);
+  }
+  $("delete-form").addEventListener("submit", submitDelete);
+  $("open-mentions").addEventListener("click", openMentions);
+  $("mentions-more").addEventListener("click", loadMoreMentions);
+  document.addEventListener("pointerdown", onDocumentPointerDown);
+  wirePicker();
 
   $("messages").addEventListener("scroll", onMessagesScroll, { passive: true });
   $("new-marker").addEventListener("click", () => {
@@ -156,12 +204,18 @@ function wire() {
   document.addEventListener("keydown", (event) => {
     if (event.key !== "Escape") return;
     const chat = $("chat");
-    if (chat.classList.contains("nav-open")) {
+    if (pickerOpen()) {
+      closePicker({ focusAnchor: true });
+    } else if (state.editing) {
+      endEdit();
+    } else if (chat.classList.contains("nav-open")) {
       setNavOpen(false);
       $("nav-toggle").focus();
     } else if (chat.classList.contains("members-open")) {
       setMembersOpen(false);
       $("members-toggle").focus();
+    } else if (state.thread && !document.querySelector("dialog[open]")) {
+      closeThread({ focusChannel: true });
     }
   });
 

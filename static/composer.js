@@ -9,12 +9,27 @@ export function updateSendButton() {
   $("send").disabled = state.sending || !$("composer-input").value.trim();
 }
 
-export function onComposerKeydown(event) {
-  // Enter sends; Shift+Enter is a new line; an IME composition keeps its Enter.
-  if (event.key === "Enter" && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
-    event.preventDefault();
-    $("composer").requestSubmit();
-  }
+/**
+ * The keys of a composer: Enter sends (Shift+Enter is a new line; an IME
+ * composition keeps its Enter); Up in an empty composer edits your last message.
+ */
+export function composerKeys(form, editLast) {
+  return (event) => {
+    if (event.isComposing || event.keyCode === 229) return;
+    if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      form.requestSubmit();
+    } else if (
+      event.key === "ArrowUp" &&
+      !event.shiftKey &&
+      !event.altKey &&
+      !event.ctrlKey &&
+      !event.metaKey &&
+      event.target.value === ""
+    ) {
+      if (editLast()) event.preventDefault();
+    }
+  };
 }
 
 /**
@@ -22,14 +37,29 @@ export function onComposerKeydown(event) {
  * attempt's while the text is the same, so a retry after a failure (whose
  * send may have committed before the answer was lost) posts it only once.
  */
-function sendKeyFor(channelId, text) {
-  const held = state.sendKeys.get(channelId);
+function sendKeyFor(slot, text) {
+  const held = state.sendKeys.get(slot);
   if (held && held.text === text) return held.key;
   // crypto.randomUUID() exists only on HTTPS and localhost; this works on plain HTTP too.
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   const key = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-  state.sendKeys.set(channelId, { text, key });
+  state.sendKeys.set(slot, { text, key });
   return key;
+}
+
+/**
+ * Sends `text` to a channel (as a reply to the root `replyTo`, if given) and
+ * resolves with the message. A retry of the same text reuses the key.
+ */
+export async function sendText(channelId, text, replyTo = null) {
+  const slot = replyTo ? `${channelId}:${replyTo}` : channelId;
+  const key = sendKeyFor(slot, text);
+  const body = replyTo ? { text, reply_to: replyTo } : { text };
+  const { message } = await api("POST", `/api/channels/${channelId}/messages`, body, undefined, {
+    "Idempotency-Key": key,
+  });
+  if (state.sendKeys.get(slot)?.key === key) state.sendKeys.delete(slot);
+  return message;
 }
 
 export async function sendMessage(event) {
@@ -44,11 +74,7 @@ export async function sendMessage(event) {
   updateSendButton();
   $("composer-error").textContent = "";
   try {
-    const key = sendKeyFor(id, text);
-    const { message } = await api("POST", `/api/channels/${id}/messages`, { text }, undefined, {
-      "Idempotency-Key": key,
-    });
-    if (state.sendKeys.get(id)?.key === key) state.sendKeys.delete(id);
+    const message = await sendText(id, text);
     if (gen !== state.gen) return;
     // Clear only what was sent: the reader may have switched channel or typed on.
     if (state.currentId === id) {

@@ -2,7 +2,7 @@
 
 import { api, handleAuthError } from "./api.js";
 import { forgetChannel, switchChannel } from "./messages.js";
-import { renderHeader, setMembersOpen } from "./sidebar.js";
+import { renderHeader, renderSidebar, setMembersOpen } from "./sidebar.js";
 import { state, upsertChannel } from "./state.js";
 import {
   $,
@@ -25,6 +25,7 @@ export async function loadMembers(id) {
     if (gen !== state.gen || !state.channels.has(id)) return;
     state.members.set(id, channel.members);
     upsertChannel(channel);
+    renderSidebar(); // its counts (unread, mentions) are the server's newest
     if (state.currentId === id) {
       renderMembers();
       renderHeader();

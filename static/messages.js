@@ -4,16 +4,24 @@ import { api, handleAuthError } from "./api.js";
 import { updateSendButton } from "./composer.js";
 import { loadMembers, renderMembers } from "./members.js";
 import { narrow, renderHeader, renderSidebar, setNavOpen } from "./sidebar.js";
-import { channelLabel, sortedChannels, state } from "./state.js";
-import { $, avatar, h, setText, toast } from "./util.js";
+import {
+  channelLabel,
+  mentionsMe,
+  mentionsOf,
+  noteMessage,
+  noteRead,
+  sortedChannels,
+  state,
+} from "./state.js";
+import { applyReply, closeThread, setThreadSummary } from "./thread.js";
+import { messageNode, permissions, replaceMessageNode } from "./msgview.js";
+import { $, h, setText, toast } from "./util.js";
 
 const PAGE_SIZE = 50; // messages per history page
 const BOTTOM_SLACK_PX = 48; // "at the bottom" within this distance
 const TOP_LOAD_PX = 160; // load older messages within this distance of the top
 const GROUP_WINDOW_MS = 5 * 60 * 1000; // consecutive messages of one author collapse
 
-const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
-const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "short" });
 const dayFormat = new Intl.DateTimeFormat(undefined, {
   weekday: "long",
   month: "long",
@@ -44,6 +52,8 @@ export function switchChannel(id, { focus = true } = {}) {
     state.drafts.set(state.currentId, $("composer-input").value);
   }
   const changed = state.currentId !== id;
+  if (changed && state.thread) closeThread();
+  if (changed) state.editing = null; // an edit in place ends with its channel's view
   state.currentId = id;
   history.replaceState(null, "", `#channel-${id}`);
   renderSidebar();
@@ -66,6 +76,7 @@ export function switchChannel(id, { focus = true } = {}) {
 }
 
 export function forgetChannel(id) {
+  if (state.thread && state.thread.channelId === id) closeThread();
   state.channels.delete(id);
   state.history.delete(id);
   state.members.delete(id);
@@ -120,19 +131,35 @@ function storeMessage(hist, message) {
 
 /**
  * Puts one message from anywhere (an event, or our own send's answer) into
- * the state. Duplicates (same channel, same seq) are dropped.
+ * the state. Duplicates (same channel, same seq) are dropped. A reply also
+ * sets its root's thread summary and goes to the thread panel if open there.
  */
 export function applyMessage(message, { own = false } = {}) {
   const channel = state.channels.get(message.channel_id);
   if (!channel) return; // not (or no longer) ours; a channel_added precedes ours
-  channel.last_seq = Math.max(channel.last_seq, message.seq);
+  noteMessage(channel, message);
+  // The server moves the author's marker to what they send, past every mention.
+  if (state.me && message.author.id === state.me.id && message.seq > channel.last_read_seq) {
+    noteRead(channel, message);
+    channel.mentions = 0;
+  }
   const hist = state.history.get(message.channel_id);
+  let added = true;
   // Channels never opened keep no messages: opening loads the newest page.
   if (hist && hist.status !== "error") {
-    const added = storeMessage(hist, message);
+    added = storeMessage(hist, message);
     if (added && hist.status === "ready" && message.channel_id === state.currentId) {
       showNewMessage(message, { own });
     }
+  }
+  if (message.reply_to) {
+    if (message.thread) setThreadSummary(message.channel_id, message.reply_to, message.thread);
+    applyReply(message, { own });
+  }
+  // Each message event arrives once; a send's own answer never mentions us.
+  const author = message.author;
+  if (added && mentionsMe(message) && !(state.me && author.id === state.me.id)) {
+    if (message.seq > channel.last_read_seq) channel.mentions = mentionsOf(channel) + 1;
   }
   renderSidebar();
 }
@@ -158,7 +185,8 @@ function loadLatest(id) {
       hist.hasMore = page.has_more;
       hist.status = "ready";
       const channel = state.channels.get(id);
-      if (channel) channel.last_seq = Math.max(channel.last_seq, newestSeq(hist));
+      const newest = hist.msgs.get(newestSeq(hist));
+      if (channel && newest) noteMessage(channel, newest);
     } catch (err) {
       if (gen !== state.gen || state.history.get(id) !== hist) return;
       if (handleAuthError(err)) return;
@@ -255,6 +283,7 @@ function renderHistoryStatus() {
   }
 }
 
+/** The nodes of one message in the channel's list: a day separator if a new day starts. */
 function messageNodes(message, previous) {
   const nodes = [];
   const when = new Date(message.created_at);
@@ -262,44 +291,19 @@ function messageNodes(message, previous) {
   if (!prevWhen || dayKey(prevWhen) !== dayKey(when)) {
     nodes.push(h("li", { class: "day", role: "separator" }, dayLabel(when)));
   }
-  const author = message.author;
-  const mine = state.me && author.id === state.me.id;
   const continued =
     previous &&
     prevWhen &&
-    previous.author.id === author.id &&
+    previous.author.id === message.author.id &&
     dayKey(prevWhen) === dayKey(when) &&
     when - prevWhen < GROUP_WINDOW_MS;
-  const classes = ["msg"];
-  if (mine) classes.push("mine");
-  if (author.is_bot) classes.push("bot");
-  if (continued) classes.push("cont");
-  const time = h(
-    "time",
-    { class: "msg-time", datetime: message.created_at, title: fullFormat.format(when) },
-    timeFormat.format(when),
-  );
-  const head = h(
-    "div",
-    { class: continued ? "msg-head sr-only" : "msg-head" },
-    h("span", { class: "author" }, author.username),
-    author.is_bot ? h("span", { class: "tag tag-bot", title: "An automated account" }, "bot") : null,
-    mine ? h("span", { class: "tag tag-you" }, "you") : null,
-    time,
-  );
-  const gutter = continued
-    ? h("span", { class: "gutter-time", "aria-hidden": "true" }, timeFormat.format(when))
-    : avatar(author);
-  nodes.push(
-    h(
-      "li",
-      { class: classes.join(" "), "data-seq": message.seq, "data-author": author.username },
-      gutter,
-      head,
-      h("div", { class: "msg-text" }, message.text),
-    ),
-  );
+  nodes.push(messageNode(message, { continued }));
   return nodes;
+}
+
+/** Thread replies live in the thread panel; the channel shows their root. */
+function inChannelList(message) {
+  return !message.reply_to;
 }
 
 /** Renders the current channel's messages from scratch. */
@@ -316,13 +320,16 @@ function renderMessages() {
   }
   const nodes = [];
   let previous = null;
+  let newest = 0;
   for (const seq of [...hist.msgs.keys()].sort((a, b) => a - b)) {
     const message = hist.msgs.get(seq);
+    newest = seq;
+    if (!inChannelList(message)) continue;
     nodes.push(...messageNodes(message, previous));
     previous = message;
   }
   list.replaceChildren(...nodes);
-  rendered.newest = previous ? previous.seq : 0;
+  rendered.newest = newest;
   rendered.last = previous;
 }
 
@@ -340,29 +347,49 @@ function renderMessagesKeepingPlace() {
 /** A message for the channel on screen: appended, scrolled to or announced. */
 function showNewMessage(message, { own = false } = {}) {
   const atBottom = isAtBottom();
+  const hist = state.history.get(state.currentId);
   if (rendered.channelId === state.currentId && message.seq > rendered.newest) {
-    const hist = state.history.get(state.currentId);
-    // Append when it directly follows what is shown; else redraw the run.
-    if (rendered.newest && message.seq === rendered.newest + 1) {
-      $("message-list").append(...messageNodes(message, rendered.last));
-      rendered.newest = message.seq;
-      rendered.last = message;
-      // A later seq may have arrived first (own send vs. event): catch up.
-      let next;
-      while ((next = hist.msgs.get(rendered.newest + 1))) {
-        $("message-list").append(...messageNodes(next, rendered.last));
-        rendered.newest = next.seq;
-        rendered.last = next;
-      }
-    } else {
-      renderMessagesKeepingPlace();
+    // Everything newer than what is shown follows it, in seq order (an own
+    // send's answer may have come before an event with a smaller seq).
+    const newer = [...hist.msgs.keys()].filter((seq) => seq > rendered.newest);
+    for (const seq of newer.sort((a, b) => a - b)) {
+      const next = hist.msgs.get(seq);
+      rendered.newest = seq;
+      if (!inChannelList(next)) continue;
+      $("message-list").append(...messageNodes(next, rendered.last));
+      rendered.last = next;
     }
   } else {
     renderMessagesKeepingPlace();
   }
-  if (own || atBottom) scrollToBottom();
+  if (!inChannelList(message)) {
+    if (atBottom) scrollToBottom();
+  } else if (own || atBottom) scrollToBottom();
   else showNewMarker();
   maybeMarkRead();
+}
+
+/**
+ * Re-renders one message of the channel on screen after it changed (edit,
+ * deletion, reaction, thread summary), staying at the bottom if we were.
+ */
+export function refreshChannelMessage(message) {
+  if (rendered.channelId !== message.channel_id || state.currentId !== message.channel_id) return;
+  const atBottom = isAtBottom();
+  replaceMessageNode($("message-list"), message);
+  if (atBottom) scrollToBottom();
+}
+
+/** The newest message of mine shown in the channel that I may edit (up-arrow). */
+export function lastEditableOfMine(channelId) {
+  const hist = state.history.get(channelId);
+  if (!hist || hist.status !== "ready") return null;
+  const seqs = [...hist.msgs.keys()].sort((a, b) => b - a);
+  for (const seq of seqs) {
+    const message = hist.msgs.get(seq);
+    if (inChannelList(message) && permissions(message).edit) return message;
+  }
+  return null;
 }
 
 function showNewMarker() {
@@ -384,9 +411,12 @@ export function maybeMarkRead() {
   const hist = state.history.get(id);
   if (!channel || !hist || hist.status !== "ready") return;
   if (document.visibilityState !== "visible" || !isAtBottom()) return;
-  const seq = Math.max(newestSeq(hist), 0);
-  if (seq <= channel.last_read_seq) return;
-  channel.last_read_seq = seq;
+  const newest = hist.msgs.get(newestSeq(hist));
+  if (!newest || newest.seq <= channel.last_read_seq) return;
+  const seq = newest.seq;
+  noteRead(channel, newest);
+  // Everything up to the newest message is seen, so every mention is.
+  channel.mentions = 0;
   renderSidebar();
   const gen = state.gen;
   api("POST", `/api/channels/${id}/read`, { seq }).catch((err) => {

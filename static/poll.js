@@ -1,13 +1,17 @@
 // The long-poll loop, the only /api/events request ever, and the events and snapshots it applies.
 
 import { ApiError, api, handleAuthError } from "./api.js";
+import { applyChange, endEdit } from "./changes.js";
+import { closePicker } from "./emoji.js";
 import { applyMessage, forgetChannel, switchChannel } from "./messages.js";
 import { renderSidebar } from "./sidebar.js";
-import { channelLabel, state, upsertChannel } from "./state.js";
+import { channelLabel, noteRead, state, upsertChannel } from "./state.js";
+import { closeThread } from "./thread.js";
 import { $, avatar, setText, toast } from "./util.js";
 
 const POLL_TIMEOUT_S = 25; // server-side wait of one /api/events poll
 const POLL_GRACE_MS = 20_000; // give up on a poll this long after its timeout
+const MAX_QUERY_CHARS = 6000; // servers and proxies cap a request line at about 8 KiB
 const BACKOFF_BASE_MS = 1000;
 const BACKOFF_MAX_MS = 30_000;
 
@@ -34,13 +38,21 @@ function applyEvents(events) {
         // Our own marker moved, maybe in another tab: the badge follows.
         const channel = state.channels.get(event.channel_id);
         if (channel && event.seq > channel.last_read_seq) {
-          channel.last_read_seq = event.seq;
+          noteRead(channel, { seq: event.seq, number: event.read_count });
+          // The marker passed every message we know of: their mentions are read.
+          const all =
+            channel.message_count === undefined || event.read_count === undefined
+              ? event.seq >= channel.last_seq
+              : event.read_count >= channel.message_count;
+          if (all) channel.mentions = 0;
           renderSidebar();
         }
         break;
       }
       default:
-        break; // a newer server's event: ignore what we do not know
+        // Edits, deletions, reactions; a newer server's event: ignore what we do not know.
+        applyChange(event);
+        break;
     }
   }
 }
@@ -54,6 +66,10 @@ export function applySnapshot(me) {
   state.channels = new Map(me.channels.map((c) => [c.id, c]));
   state.history = new Map();
   state.members = new Map();
+  // Views of messages from before the reload go: the next switch rebuilds them.
+  endEdit({ focus: false });
+  closePicker();
+  closeThread();
   setText($("me-name"), me.user.username);
   $("me-avatar").replaceWith(Object.assign(avatar(me.user), { id: "me-avatar" }));
   const fromHash = Number((location.hash.match(/^#channel-(\d+)$/) || [])[1]);
@@ -111,7 +127,16 @@ export async function pollLoop(gen) {
         reload = false;
       }
       const query = `cursor=${encodeURIComponent(state.cursor)}&timeout=${POLL_TIMEOUT_S}`;
-      const answer = await api("GET", `/api/events?${query}`, undefined, controller.signal);
+      // A user in many channels has a cursor too long for a URL: POST carries it.
+      const answer =
+        query.length <= MAX_QUERY_CHARS
+          ? await api("GET", `/api/events?${query}`, undefined, controller.signal)
+          : await api(
+              "POST",
+              "/api/events",
+              { cursor: state.cursor, timeout: POLL_TIMEOUT_S },
+              controller.signal,
+            );
       if (gen !== state.gen) return;
       failures = 0;
       setConnection(true);

@@ -1,7 +1,7 @@
 // The sidebar (channel list and unread badges), the channel header, the tab title, the drawers.
 
 import { switchChannel } from "./messages.js";
-import { channelLabel, sortedChannels, state, unreadOf } from "./state.js";
+import { channelLabel, mentionsOf, sortedChannels, state, unreadOf } from "./state.js";
 import { $, APP_NAME, ICONS, avatar, h, icon, setText } from "./util.js";
 
 export const sidebarItems = new Map(); // channel id -> { li, button, name, badge }
@@ -18,6 +18,7 @@ function sidebarItem(channel) {
   item = { li: h("li", null, button), button, name: h("span", { class: "chan-name" }) };
   item.badge = h("span", { class: "badge", hidden: true });
   item.srUnread = h("span", { class: "sr-only" });
+  item.mentionBadge = h("span", { class: "mention-badge", hidden: true });
   if (channel.kind === "home") {
     button.append(h("span", { class: "chan-icon" }, icon(...ICONS.home)));
   } else if (channel.kind === "direct" && channel.peer) {
@@ -29,7 +30,7 @@ function sidebarItem(channel) {
   if (channel.kind === "direct" && channel.peer && channel.peer.is_bot) {
     button.append(h("span", { class: "tag tag-bot" }, "bot"));
   }
-  button.append(item.srUnread, item.badge);
+  button.append(item.srUnread, item.mentionBadge, item.badge);
   sidebarItems.set(channel.id, item);
   return item;
 }
@@ -49,7 +50,15 @@ export function renderSidebar() {
       const unread = unreadOf(channel);
       setText(item.name, channelLabel(channel));
       setText(item.badge, unread > 99 ? "99+" : String(unread));
-      setText(item.srUnread, unread ? `, ${unread} unread` : "");
+      const mentions = mentionsOf(channel);
+      const said = [];
+      if (unread) said.push(`${unread} unread`);
+      if (mentions) said.push(mentions === 1 ? "1 mention" : `${mentions} mentions`);
+      setText(item.srUnread, said.length ? `, ${said.join(", ")}` : "");
+      setText(item.mentionBadge, mentions > 99 ? "@99+" : `@${mentions}`);
+      item.mentionBadge.hidden = mentions === 0;
+      item.mentionBadge.setAttribute("aria-hidden", "true");
+      item.mentionBadge.title = mentions === 1 ? "1 mention of you" : `${mentions} mentions of you`;
       item.badge.hidden = unread === 0;
       item.badge.setAttribute("aria-hidden", "true");
       item.button.classList.toggle("has-unread", unread > 0);

@@ -20,6 +20,12 @@ export const state = {
   drafts: new Map(), // id -> composer text
   sendKeys: new Map(), // id -> {text, key}: the Idempotency-Key of a send not yet confirmed
   sending: false,
+  // The thread panel: null, or { channelId, rootSeq, status, msgs: Map(seq ->
+  // reply), hasMore, loadingMore, error }. Its root is the channel's message.
+  thread: null,
+  threadSending: false,
+  // The message being edited in place: null, or { channelId, seq, form, input, origin }.
+  editing: null,
   pollAbort: null, // AbortController of the poll in flight
   wake: null, // resolves the backoff wait early (the browser came back online)
   lastScrollTop: 0,
@@ -36,10 +42,48 @@ export function resetState() {
   state.drafts = new Map();
   state.sendKeys = new Map();
   state.sending = false;
+  state.thread = null;
+  state.threadSending = false;
+  state.editing = null;
 }
 
+/**
+ * Unread messages: the channel's message count less the messages your
+ * marker has passed (edits and reactions take stream positions, so seqs
+ * cannot tell). A server without the counts: positions, as before.
+ */
 export function unreadOf(channel) {
-  return Math.max(0, channel.last_seq - channel.last_read_seq);
+  if (channel.message_count === undefined) {
+    return Math.max(0, channel.last_seq - channel.last_read_seq);
+  }
+  return Math.max(0, channel.message_count - (channel.read_count || 0));
+}
+
+/** A message of the channel was seen: what it tells of the channel (idempotent). */
+export function noteMessage(channel, message) {
+  channel.last_seq = Math.max(channel.last_seq, message.seq);
+  if (message.number !== undefined) {
+    channel.message_count = Math.max(channel.message_count || 0, message.number);
+  }
+}
+
+/** The marker moved past `message` (ours moves with what we send, too). */
+export function noteRead(channel, message) {
+  channel.last_read_seq = Math.max(channel.last_read_seq, message.seq);
+  if (message.number !== undefined) {
+    channel.read_count = Math.max(channel.read_count || 0, message.number);
+  }
+}
+
+export function mentionsOf(channel) {
+  return Math.max(0, channel.mentions || 0);
+}
+
+/** True when `message` mentions the signed-in user (usernames compare case-blind). */
+export function mentionsMe(message) {
+  if (!state.me || !message.mentions) return false;
+  const me = state.me.username.toLowerCase();
+  return message.mentions.some((name) => name.toLowerCase() === me);
 }
 
 export function channelLabel(channel) {
@@ -57,6 +101,10 @@ export function sortedChannels(kind) {
     );
 }
 
+function maxOf(a, b) {
+  return a === undefined ? b : b === undefined ? a : Math.max(a, b);
+}
+
 export function upsertChannel(channel) {
   const known = state.channels.get(channel.id);
   if (known) {
@@ -66,6 +114,13 @@ export function upsertChannel(channel) {
       ...channel,
       last_seq: Math.max(known.last_seq, channel.last_seq),
       last_read_seq: Math.max(known.last_read_seq, channel.last_read_seq),
+      message_count: maxOf(known.message_count, channel.message_count),
+      read_count: maxOf(known.read_count, channel.read_count),
+      // An answer computed before our read marker moved has stale mentions.
+      mentions:
+        channel.last_read_seq < known.last_read_seq || channel.mentions === undefined
+          ? known.mentions
+          : channel.mentions,
     };
   }
   delete channel.members;

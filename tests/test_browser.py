@@ -609,6 +609,331 @@ async def test_group_channel_moderation_and_people_search(
     problems.check()
 
 
+# ---------- Messages that live: edit, delete, react, threads, mentions (issue 10) ----------
+
+
+async def team(make_user: Any) -> tuple[Any, Any, int]:
+    """alice (the moderator) and bob in the group channel #team."""
+    alice = await make_user("alice")
+    bob = await make_user("bob")
+    created = await alice.post("/api/channels", {"name": "team", "members": ["bob"]}, expect=201)
+    return alice, bob, created["channel"]["id"]
+
+
+async def in_team(browser: Browser, base_url: str, user: Any, **kwargs: Any) -> tuple[Page, Any]:
+    page, problems = await open_chat(browser, base_url, user, **kwargs)
+    await sidebar_item(page, "team").click()
+    await expect(page.locator("#channel-title")).to_have_text("#team")
+    return page, problems
+
+
+def message(page: Page, text: str) -> Any:
+    return messages(page).filter(has_text=text)
+
+
+async def action(page: Page, text: str, name: str) -> None:
+    """Hovers the message showing `text` and presses one of its actions."""
+    target = message(page, text)
+    await target.hover()
+    toolbar = target.get_by_role("toolbar", name="Message actions")
+    await toolbar.get_by_role("button", name=name, exact=True).click()
+
+
+async def test_edit_and_delete_seen_live(browser: Browser, base_url: str, make_user: Any) -> None:
+    alice, bob, channel_id = await team(make_user)
+    alice_page, alice_problems = await in_team(browser, base_url, alice)
+    bob_page, bob_problems = await in_team(browser, base_url, bob)
+
+    await send(alice_page, "helo bob")
+    await expect(message(bob_page, "helo bob").locator(".msg-text")).to_have_text("helo bob")
+
+    # Edit in place: Enter saves; "(edited)" shows on both pages.
+    await action(alice_page, "helo bob", "Edit")
+    editor = alice_page.locator("#message-list .msg-edit-input")
+    await expect(editor).to_be_focused()
+    await expect(editor).to_have_value("helo bob")
+    await editor.fill("hello bob")
+    await editor.press("Enter")
+    for page in (alice_page, bob_page):
+        edited = messages(page).last
+        await expect(edited.locator(".msg-text")).to_have_text("hello bob")
+        await expect(edited.locator(".msg-edited")).to_have_text("(edited)")
+    await expect(editor).to_have_count(0)
+
+    # Up-arrow in the empty composer edits the last message; Escape cancels.
+    box = alice_page.locator("#composer-input")
+    await box.focus()
+    await box.press("ArrowUp")
+    await expect(editor).to_be_focused()
+    await editor.fill("not saved")
+    await editor.press("Escape")
+    await expect(editor).to_have_count(0)
+    await expect(box).to_be_focused()
+    await expect(messages(alice_page).last.locator(".msg-text")).to_have_text("hello bob")
+    # Bob may not edit or delete alice's message (he is no moderator).
+    target = message(bob_page, "hello bob")
+    await target.hover()
+    await expect(target.get_by_role("button", name="Add a reaction").first).to_be_visible()
+    await expect(target.get_by_role("button", name="Edit", exact=True)).to_have_count(0)
+    await expect(target.get_by_role("button", name="Delete", exact=True)).to_have_count(0)
+
+    # Delete asks first; Cancel keeps the message.
+    await action(alice_page, "hello bob", "Delete")
+    dialog = alice_page.locator("#delete-dialog")
+    await expect(dialog).to_be_visible()
+    await expect(dialog.locator("#delete-preview")).to_have_text("hello bob")
+    await dialog.get_by_role("button", name="Cancel").click()
+    await expect(dialog).to_be_hidden()
+    await expect(message(alice_page, "hello bob")).to_have_count(1)
+    await action(alice_page, "hello bob", "Delete")
+    await dialog.get_by_role("button", name="Delete", exact=True).click()
+    await expect(dialog).to_be_hidden()
+    for page in (alice_page, bob_page):
+        gone = messages(page).last
+        await expect(gone.locator(".msg-deleted")).to_have_text("message deleted")
+        await expect(gone).to_have_class(
+            "msg mine deleted" if page is alice_page else "msg deleted"
+        )
+        await expect(page.locator("#message-list")).not_to_contain_text("hello bob")
+    history = await alice.get(f"/api/channels/{channel_id}/messages")
+    assert [m["text"] for m in history["messages"] if m["deleted"]] == [""]
+
+    # The moderator deletes someone else's message, and bob sees it go.
+    await send(bob_page, "off-topic rant")
+    await expect(message(alice_page, "off-topic rant")).to_have_count(1)
+    await action(alice_page, "off-topic rant", "Delete")
+    await expect(dialog.locator("#delete-note")).to_contain_text("moderator")
+    await dialog.get_by_role("button", name="Delete", exact=True).click()
+    await expect(bob_page.locator("#message-list")).not_to_contain_text("off-topic rant")
+    await expect(messages(bob_page).last.locator(".msg-deleted")).to_be_visible()
+    alice_problems.check()
+    bob_problems.check()
+
+
+async def test_reactions_seen_live(browser: Browser, base_url: str, make_user: Any) -> None:
+    alice, bob, channel_id = await team(make_user)
+    await bob.send(channel_id, "ship it?")
+    alice_page, alice_problems = await in_team(browser, base_url, alice)
+    bob_page, bob_problems = await in_team(browser, base_url, bob)
+
+    # The picker puts what you use most first (remembered in localStorage).
+    picker = alice_page.locator("#emoji-picker")
+    await action(alice_page, "ship it?", "Add a reaction")
+    await expect(picker).to_be_visible()
+    await expect(picker.locator("button.emoji").first).to_have_text("👍")
+    await picker.get_by_role("button", name="React with 🎉").click()
+    await expect(picker).to_be_hidden()
+    await action(alice_page, "ship it?", "Add a reaction")
+    await expect(picker.locator("button.emoji").first).to_have_text("🎉")
+    await picker.get_by_role("button", name="React with 👍").click()
+
+    def chip(page: Page, emoji: str) -> Any:
+        return message(page, "ship it?").locator(f"button.reaction[data-emoji='{emoji}']")
+
+    for page, pressed in ((alice_page, "true"), (bob_page, "false")):
+        await expect(chip(page, "👍")).to_have_text("👍1")
+        await expect(chip(page, "👍")).to_have_attribute("aria-pressed", pressed)
+        await expect(chip(page, "🎉")).to_have_text("🎉1")
+
+    # Bob clicks alice's chip: he joins in, and alice sees the count rise.
+    await chip(bob_page, "👍").click()
+    for page in (alice_page, bob_page):
+        await expect(chip(page, "👍")).to_have_text("👍2")
+        await expect(chip(page, "👍")).to_have_attribute("aria-pressed", "true")
+    # Alice takes hers back: her chip is no longer highlighted, bob's still is.
+    await chip(alice_page, "👍").click()
+    await expect(chip(alice_page, "👍")).to_have_attribute("aria-pressed", "false")
+    for page in (alice_page, bob_page):
+        await expect(chip(page, "👍")).to_have_text("👍1")
+    await expect(chip(bob_page, "👍")).to_have_attribute("aria-pressed", "true")
+    # Alice takes 🎉 back too: the chip goes from both pages.
+    await chip(alice_page, "🎉").click()
+    for page in (alice_page, bob_page):
+        await expect(chip(page, "🎉")).to_have_count(0)
+
+    stored = (await bob.get(f"/api/channels/{channel_id}/messages"))["messages"][-1]
+    assert stored["reactions"] == [{"emoji": "👍", "count": 1, "users": [bob.id]}]
+    # Reactions are no messages: nobody has #team unread, not even after a reload.
+    await sidebar_item(bob_page, "Home").click()
+    await bob_page.reload()
+    await expect(sidebar_item(bob_page, "team")).to_be_visible()
+    await expect(bob_page.locator("#channel-title")).to_have_text("Home")
+    await expect(sidebar_item(bob_page, "team").locator(".badge")).to_be_hidden()
+    assert (await bob.get(f"/api/channels/{channel_id}"))["channel"]["unread"] == 0
+    alice_problems.check()
+    bob_problems.check()
+
+
+async def test_reply_in_a_thread_seen_live(browser: Browser, base_url: str, make_user: Any) -> None:
+    alice, bob, channel_id = await team(make_user)
+    alice_page, alice_problems = await in_team(browser, base_url, alice)
+    bob_page, bob_problems = await in_team(browser, base_url, bob)
+    await send(alice_page, "release on friday?")
+    await expect(message(bob_page, "release on friday?")).to_have_count(1)
+
+    # Bob answers in a thread beside the channel.
+    await action(bob_page, "release on friday?", "Reply in thread")
+    thread = bob_page.locator("#thread")
+    await expect(thread).to_be_visible()
+    await expect(thread.locator("#thread-root .msg-text")).to_have_text("release on friday?")
+    await expect(bob_page.locator("#thread-input")).to_be_focused()
+    await send_reply(bob_page, "friday works for me")
+    await expect(thread.locator("#thread-list li.msg")).to_have_count(1)
+    await expect(thread.locator("#thread-list .msg-text")).to_have_text("friday works for me")
+    # The reply stays out of the channel's list; its root counts it, live for alice.
+    await expect(bob_page.locator("#message-list")).not_to_contain_text("friday works")
+    link = message(alice_page, "release on friday?").locator(".thread-link")
+    await expect(link.locator(".thread-count")).to_have_text("1 reply")
+    await expect(alice_page.locator("#message-list")).not_to_contain_text("friday works")
+
+    await link.click()
+    alice_thread = alice_page.locator("#thread")
+    await expect(alice_thread.locator("#thread-list .msg-text")).to_have_text("friday works for me")
+    await send_reply(alice_page, "great, friday it is")
+    await expect(thread.locator("#thread-list li.msg")).to_have_count(2)
+    await expect(thread.locator("#thread-list li.msg").last).to_contain_text("friday it is")
+    await expect(thread.locator("#thread-count")).to_have_text("2 replies")
+    await expect(message(bob_page, "release on friday?").locator(".thread-count")).to_have_text(
+        "2 replies"
+    )
+
+    stored = await bob.get(f"/api/channels/{channel_id}/messages")
+    root = next(m for m in stored["messages"] if m["text"] == "release on friday?")
+    assert root["reply_count"] == 2
+    replies = await bob.get(f"/api/channels/{channel_id}/messages/{root['seq']}/replies")
+    assert [m["text"] for m in replies["messages"]] == [
+        "friday works for me",
+        "great, friday it is",
+    ]
+    # Escape closes the thread.
+    await alice_page.keyboard.press("Escape")
+    await expect(alice_thread).to_be_hidden()
+    alice_problems.check()
+    bob_problems.check()
+
+
+async def send_reply(page: Page, text: str) -> None:
+    box = page.locator("#thread-input")
+    await box.fill(text)
+    await box.press("Enter")
+    await expect(box).to_have_value("")
+
+
+async def test_mention_with_the_picker_seen_live(
+    browser: Browser, base_url: str, make_user: Any
+) -> None:
+    alice, bob, channel_id = await team(make_user)
+    await make_user("bobby")  # not in #team: never offered
+    earlier = await alice.send(channel_id, "before any mention")
+    alice_page, alice_problems = await in_team(browser, base_url, alice)
+    bob_page, bob_problems = await open_chat(browser, base_url, bob)
+    await expect(bob_page.locator("#channel-title")).to_have_text("Home")
+
+    box = alice_page.locator("#composer-input")
+    await box.press_sequentially("look @b")
+    options = alice_page.locator("#composer .mention-list [role=option]")
+    await expect(options).to_have_count(1)
+    await expect(options).to_have_attribute("data-username", "bob")
+    await box.press("Enter")  # picks, does not send
+    await expect(box).to_have_value("look @bob ")
+    await expect(options).to_have_count(0)
+    await box.press_sequentially("at this")
+    await box.press("Enter")
+    await expect(box).to_have_value("")
+    mention = messages(alice_page).last.locator(".mention")
+    await expect(mention).to_have_text("@bob")
+
+    # Bob reads Home, in two tabs: #team gets a mention badge apart from the
+    # unread count, in both.
+    bob_tab2 = await bob_page.context.new_page()
+    tab2_problems = PageProblems(bob_tab2)
+    await bob_tab2.goto(base_url)
+    await expect(sidebar_item(bob_tab2, "team")).to_be_visible()
+    for page in (bob_page, bob_tab2):
+        item = sidebar_item(page, "team")
+        await expect(item.locator(".mention-badge")).to_have_text("@1")
+        await expect(item.locator(".badge")).to_have_text("2")  # two messages, one mention
+    assert (await bob.get(f"/api/channels/{channel_id}"))["channel"]["mentions"] == 1
+
+    # An edit that adds a mention counts too, though neither tab holds the message.
+    await alice.call(
+        "PATCH",
+        f"/api/channels/{channel_id}/messages/{earlier['seq']}",
+        {"text": "before, and now @bob too"},
+        expect=200,
+    )
+    for page in (bob_page, bob_tab2):
+        await expect(sidebar_item(page, "team").locator(".mention-badge")).to_have_text("@2")
+
+    await sidebar_item(bob_page, "team").click()
+    mentioned = bob_page.locator("#message-list li.msg.mentions-me")
+    await expect(mentioned).to_have_count(2)
+    await expect(mentioned.locator(".mention-me")).to_have_text(["@bob", "@bob"])
+    await expect(mentioned.first.locator(".msg-edited")).to_be_visible()
+    # Reading clears both badges, in the other tab too, and the server agrees.
+    for page in (bob_page, bob_tab2):
+        item = sidebar_item(page, "team")
+        await expect(item.locator(".mention-badge")).to_be_hidden()
+        await expect(item.locator(".badge")).to_be_hidden()
+    channel = (await bob.get(f"/api/channels/{channel_id}"))["channel"]
+    assert (channel["mentions"], channel["unread"]) == (0, 0)
+
+    # The mentions view lists them across channels, newest first, and opens one's channel.
+    await bob_tab2.get_by_role("button", name="Mentions", exact=True).click()
+    listed = bob_tab2.locator("#mentions-list .mention-item")
+    await expect(listed.locator(".mention-item-text")).to_have_text(
+        ["look @bob at this", "before, and now @bob too"]
+    )
+    await expect(listed.first.locator(".mention-item-where")).to_have_text("#team")
+    await listed.first.click()
+    await expect(bob_tab2.locator("#mentions-dialog")).to_be_hidden()
+    await expect(bob_tab2.locator("#channel-title")).to_have_text("#team")
+    alice_problems.check()
+    bob_problems.check()
+    tab2_problems.check()
+
+
+async def test_thread_at_360_px(browser: Browser, base_url: str, make_user: Any) -> None:
+    alice, bob, channel_id = await team(make_user)
+    root = await bob.send(channel_id, "a question from the road")
+    # A touch screen: no hover, so a tap on a message shows its actions.
+    context = await browser.new_context(viewport=MOBILE, has_touch=True, is_mobile=True)
+    await context.add_cookies(
+        [{"name": "chatterwerks_session", "value": alice.token, "url": base_url}]
+    )
+    page = await context.new_page()
+    problems = PageProblems(page)
+    await page.goto(base_url + f"#channel-{channel_id}")
+    await expect(page.locator("#channel-title")).to_have_text("#team")
+    target = message(page, "a question from the road")
+    reply = target.get_by_role("button", name="Reply in thread")
+    await target.locator(".msg-text").tap()
+    await expect(target).to_have_class("msg show-actions")
+    await page.locator("#channel-title").tap()  # a tap elsewhere hides them
+    await expect(target).to_have_class("msg")
+    await target.locator(".msg-text").tap()
+    await expect(target).to_have_class("msg show-actions")
+    await reply.tap()
+    thread = page.locator("#thread")
+    await expect(thread).to_be_visible()
+    # The thread covers the channel, edge to edge, without a sideways scroll.
+    box = await thread.bounding_box()
+    assert box is not None
+    assert (box["x"], box["width"]) == (0, MOBILE["width"])
+    assert await page.evaluate("document.documentElement.scrollWidth") <= MOBILE["width"]
+    await expect(page.locator("#thread-input")).to_be_in_viewport()
+    await send_reply(page, "answered from a phone")
+    await expect(thread.locator("#thread-list .msg-text")).to_have_text("answered from a phone")
+    replies = await bob.get(f"/api/channels/{channel_id}/messages/{root['seq']}/replies")
+    assert [m["text"] for m in replies["messages"]] == ["answered from a phone"]
+
+    await thread.get_by_role("button", name="Close the thread").click()
+    await expect(thread).to_be_hidden()
+    await expect(page.locator("#composer-input")).to_be_visible()
+    await expect(target.locator(".thread-count")).to_have_text("1 reply")
+    problems.check()
+
+
 @pytest.mark.skipif(
     os.environ.get("CHATTERWERKS_SCREENSHOTS") != "1",
     reason="set CHATTERWERKS_SCREENSHOTS=1 to write docs/*.png",
