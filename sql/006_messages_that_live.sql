@@ -78,11 +78,15 @@ CREATE INDEX channel_changes_message_idx ON channel_changes (channel_id, message
 
 -- A message as its JSON object (docs/api.md): the one serialisation of a
 -- message, for history, sends, polls and NOTIFY payloads. Reactions list
--- user ids, not "me": the text is shared by every reader.
+-- user ids, not "me": the text is shared by every reader. PL/pgSQL rather
+-- than SQL: a SQL function with sub-selects is not inlined, and is planned
+-- again at every call (it more than doubled the cost of a send); PL/pgSQL
+-- keeps its plans for the session.
 CREATE FUNCTION message_json(m messages) RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 AS $$
-    SELECT (jsonb_build_object(
+BEGIN
+    RETURN (jsonb_build_object(
         'id', m.id,
         'channel_id', m.channel_id,
         'seq', m.seq,
@@ -108,7 +112,8 @@ AS $$
         'thread', jsonb_build_object(
             'reply_count', m.reply_number,
             'last_reply_at', to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')))
-    END)::text
+    END)::text;
+END
 $$;
 
 -- The old one (explicit columns) has no caller left.

@@ -24,9 +24,10 @@ SET read_count = (SELECT count(*) FROM messages m
 
 -- A message's JSON gains its number.
 CREATE OR REPLACE FUNCTION message_json(m messages) RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 AS $$
-    SELECT (jsonb_build_object(
+BEGIN
+    RETURN (jsonb_build_object(
         'id', m.id,
         'channel_id', m.channel_id,
         'seq', m.seq,
@@ -53,7 +54,8 @@ AS $$
         'thread', jsonb_build_object(
             'reply_count', m.reply_number,
             'last_reply_at', to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')))
-    END)::text
+    END)::text;
+END
 $$;
 
 -- A mention of @bob. or @bob- at the end of a sentence is of bob: the

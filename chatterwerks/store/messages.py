@@ -44,9 +44,14 @@ async def insert(
     already sent a message with this idempotency key here, or reply_to is
     no live message of the channel."""
     try:
-        row = await conn.fetchrow(
-            QUERIES.send_message, channel_id, author_id, text, idempotency_key, reply_to
-        )
+        if reply_to is None and "@" not in text:
+            row = await conn.fetchrow(
+                QUERIES.send_message, channel_id, author_id, text, idempotency_key
+            )
+        else:
+            row = await conn.fetchrow(
+                QUERIES.send_message_in_full, channel_id, author_id, text, idempotency_key, reply_to
+            )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name != "messages_idempotency_key":
             raise

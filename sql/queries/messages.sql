@@ -11,12 +11,54 @@
 --      and the message itself ('M:<channel>:<seq>:<author>:<number>:<json>')
 --      when it fits in NOTIFY's 8000 bytes, else only its place
 --      ('m:<channel>:<seq>:<author>:<number>').
--- $4 is the Idempotency-Key or NULL, $5 the seq of the message this one
--- answers (a thread reply: the root's reply count and time move in the same
--- statement) or NULL. @mentions of members are kept. No row back means: no
--- such channel, the author is not a member, no live message $5, or a message
--- with this key is there already (sent_with_key tells which). Two sends with one key at the same moment:
+-- This is the common case, a message that answers nothing and mentions
+-- nobody (no '@' in it), kept lean: send_message_in_full below does the
+-- same and more, at about a third more database time a send (measured).
+-- $4 is the Idempotency-Key or NULL. No row back means: no such channel, the
+-- author is not a member, or a message with this key is there already
+-- (sent_with_key tells which). Two sends with one key at the same moment:
 -- the second fails on the unique index and its seq bump rolls back with it.
+WITH member AS (
+    SELECT 1 FROM subscriptions
+    WHERE channel_id = $1 AND user_id = $2
+    FOR KEY SHARE
+), bumped AS (
+    UPDATE channels SET last_seq = last_seq + 1, message_count = message_count + 1
+    WHERE id = $1 AND EXISTS (SELECT 1 FROM member)
+      AND NOT EXISTS (
+          SELECT 1 FROM messages
+          WHERE channel_id = $1 AND author_id = $2 AND idempotency_key = $4::text
+      )
+    RETURNING id, last_seq, message_count, kind, direct_low, direct_high
+), inserted AS (
+    INSERT INTO messages (channel_id, seq, number, author_id, text, idempotency_key)
+    SELECT b.id, b.last_seq, b.message_count, $2, $3, $4::text
+    FROM bumped b
+    RETURNING *
+), marked_read AS (
+    UPDATE subscriptions SET last_read_seq = b.last_seq, read_count = b.message_count
+    FROM bumped b
+    WHERE subscriptions.channel_id = $1 AND subscriptions.user_id = $2
+), shaped AS (
+    SELECT i.channel_id, i.seq, i.number, i.author_id, message_json(i::messages) AS json
+    FROM inserted i
+)
+SELECT s.channel_id, s.seq, s.json, b.kind, b.direct_low, b.direct_high,
+       pg_notify(
+           'chatterwerks',
+           CASE WHEN octet_length(s.json) < 7900
+                THEN 'M:' || s.channel_id || ':' || s.seq || ':' || s.author_id || ':' || s.number
+                     || ':' || s.json
+                ELSE 'm:' || s.channel_id || ':' || s.seq || ':' || s.author_id || ':' || s.number
+           END
+       ) AS notified
+FROM shaped s, bumped b;
+
+-- name: send_message_in_full
+-- send_message, for a message that answers another ($5: a thread reply, the
+-- root's reply count and time moving in the same statement) or may mention
+-- members (its @mentions kept for the message and per user). $5 may be
+-- NULL. No row back also means: no live message $5.
 WITH member AS (
     SELECT 1 FROM subscriptions
     WHERE channel_id = $1 AND user_id = $2
@@ -46,6 +88,7 @@ WITH member AS (
 ), mentioned AS (
     SELECT mm.user_id, mm.username
     FROM bumped, mentioned_members($1, $3) mm
+    WHERE strpos($3, '@') > 0  -- most messages mention nobody: no lookup then
 ), inserted AS (
     INSERT INTO messages (
         channel_id, seq, number, author_id, text, idempotency_key, reply_to, reply_number, mentions
