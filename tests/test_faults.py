@@ -46,6 +46,10 @@ class OwnPostgres:
         )
 
     def cleanup(self) -> None:
+        # The wheel stops only the postmaster it started itself; after a
+        # restart it would delete the data directory under a running server.
+        if (self.pgdata / "postmaster.pid").exists():
+            self._pg_ctl("-w", "stop", "-m", "fast")
         self.server.cleanup()
 
 
