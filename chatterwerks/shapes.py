@@ -1,5 +1,5 @@
 """The JSON objects of docs/api.md (User, Channel), built from query rows. A
-Message is built in SQL only (message_json(), sql/005_message_json_spacing.sql)."""
+Message is built in SQL only (message_json(), sql/005_messages_that_live.sql)."""
 
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ def channel_json(row: Row) -> dict[str, Any]:
         "description": row["description"],
         "last_seq": row["last_seq"],
         "last_read_seq": row["last_read_seq"],
-        # Messages, not stream positions (sql/007_message_counts.sql).
+        # Messages, not stream positions (sql/005_messages_that_live.sql).
         "message_count": row["message_count"],
         "read_count": row["read_count"],
         "unread": max(0, row["message_count"] - row["read_count"]),
-        # Unread mentions of the viewer there (sql/006_messages_that_live.sql).
+        # Unread mentions of the viewer there (sql/005_messages_that_live.sql).
         "mentions": row["mentions"],
         "role": row["role"],
     }

@@ -5,7 +5,7 @@ mentions view, and the stream positions that long-polls deliver.
 A message leaves the database only as the text of SQL's message_json(): one
 serialisation for history, sends, polls and NOTIFY payloads alike. Every
 change takes the next position of its channel's stream in the statement
-that makes it (sql/006_messages_that_live.sql).
+that makes it (sql/005_messages_that_live.sql).
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ async def react(
 
 
 def _raise_for(status: str) -> None:
-    """The status of a change function (sql/006_messages_that_live.sql) as a
+    """The status of a change function (sql/005_messages_that_live.sql) as a
     domain error; 'ok' and 'unchanged' pass."""
     if status in ("ok", "unchanged"):
         return

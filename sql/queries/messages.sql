@@ -204,7 +204,7 @@ LEFT JOIN LATERAL (
 ORDER BY e.seq;
 
 -- name: edit_message
--- See edit_message() in sql/006_messages_that_live.sql: (status, body).
+-- See edit_message() in sql/005_messages_that_live.sql: (status, body).
 SELECT status, body FROM edit_message($1, $2, $3, $4);
 
 -- name: delete_message

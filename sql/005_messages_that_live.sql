@@ -1,4 +1,4 @@
--- 006: messages that live: edits, deletions, reactions, threads, @mentions.
+-- 005: messages that live: edits, deletions, reactions, threads, @mentions.
 --
 -- A channel's stream is one gapless sequence (channels.last_seq). A new
 -- message takes the next position as its seq (messages, as before); every
@@ -6,6 +6,13 @@
 -- next position as a row of channel_changes. So a new message still costs
 -- one insert, and a change one more row; a reader of positions (after, upto]
 -- reads both tables and finds every position once (docs/architecture.md).
+--
+-- So unread cannot be last_seq - last_read_seq any more (a reaction would be
+-- unread, and one after the newest message could never be read away): each
+-- message has its ordinal in its channel (number: 1, 2, 3 ...), the channel
+-- how many it has had (message_count), and a membership how many of them it
+-- has read (read_count). unread = message_count - read_count, still without
+-- counting rows.
 
 ALTER TABLE messages
     ADD COLUMN edited_at     timestamptz,
@@ -21,6 +28,7 @@ ALTER TABLE messages
     ADD COLUMN last_reply_at timestamptz,
     -- Usernames of the channel members it mentions (as they are spelled).
     ADD COLUMN mentions      text[] NOT NULL DEFAULT '{}',
+    ADD COLUMN number        bigint,
     DROP CONSTRAINT messages_text_check,
     ADD CONSTRAINT messages_text_check CHECK (
         CASE WHEN deleted_at IS NULL THEN char_length(text) BETWEEN 1 AND 4000
@@ -29,6 +37,20 @@ ALTER TABLE messages
     ADD CONSTRAINT messages_reply_check CHECK ((reply_to IS NULL) = (reply_number IS NULL)),
     ADD CONSTRAINT messages_reply_to_fkey
         FOREIGN KEY (channel_id, reply_to) REFERENCES messages (channel_id, seq);
+
+ALTER TABLE channels ADD COLUMN message_count bigint NOT NULL DEFAULT 0;
+ALTER TABLE subscriptions ADD COLUMN read_count bigint NOT NULL DEFAULT 0;
+UPDATE messages m SET number = n.number
+FROM (SELECT id, row_number() OVER (PARTITION BY channel_id ORDER BY seq) AS number
+      FROM messages) n
+WHERE m.id = n.id;
+ALTER TABLE messages ALTER COLUMN number SET NOT NULL,
+    ADD CONSTRAINT messages_number_key UNIQUE (channel_id, number);
+UPDATE channels c
+SET message_count = (SELECT count(*) FROM messages m WHERE m.channel_id = c.id);
+UPDATE subscriptions s
+SET read_count = (SELECT count(*) FROM messages m
+                  WHERE m.channel_id = s.channel_id AND m.seq <= s.last_read_seq);
 
 -- A thread's replies, in order.
 CREATE INDEX messages_thread_idx ON messages (channel_id, reply_to, seq)
@@ -90,6 +112,7 @@ BEGIN
         'id', m.id,
         'channel_id', m.channel_id,
         'seq', m.seq,
+        'number', m.number,
         'author', (SELECT jsonb_build_object('id', u.id, 'username', u.username, 'is_bot', u.is_bot)
                    FROM users u WHERE u.id = m.author_id),
         'text', m.text,
@@ -116,7 +139,7 @@ BEGIN
 END
 $$;
 
--- The old one (explicit columns) has no caller left.
+-- The old one (explicit columns, sql/003_message_json.sql) has no caller left.
 DROP FUNCTION message_json(bigint, bigint, bigint, bigint, text, boolean, text, timestamptz);
 
 -- A channel as one subscriber sees it, now with their unread mentions there.
@@ -127,7 +150,8 @@ SELECT s.user_id AS viewer_id,
        p.id AS peer_id, p.username AS peer_username, p.is_bot AS peer_is_bot,
        (SELECT count(*) FROM mentions mn
         WHERE mn.user_id = s.user_id AND mn.channel_id = c.id AND mn.seq > s.last_read_seq
-       ) AS mentions
+       ) AS mentions,
+       c.message_count, s.read_count
 FROM subscriptions s
 JOIN channels c ON c.id = s.channel_id
 LEFT JOIN users p
@@ -135,14 +159,17 @@ LEFT JOIN users p
       AND p.id = CASE WHEN c.direct_low = s.user_id THEN c.direct_high ELSE c.direct_low END;
 
 -- The usernames (as spelled) of the members of channel p_channel that text
--- mentions as @username; a mention of anyone else is plain text.
+-- mentions as @username; a mention of anyone else is plain text. The
+-- punctuation allowed in a username may also end a sentence ("thanks
+-- @bob."), so the name as written is tried, and then without the dots and
+-- dashes it ends with.
 CREATE FUNCTION mentioned_members(p_channel bigint, p_text text)
 RETURNS TABLE (user_id bigint, username text)
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT DISTINCT u.id, u.username
     FROM regexp_matches(p_text, '(?<![A-Za-z0-9_.-])@([A-Za-z0-9_.-]{3,32})', 'g') AS x
-    JOIN users u ON lower(u.username) COLLATE "C" = lower(x[1])
+    JOIN users u ON lower(u.username) COLLATE "C" IN (lower(x[1]), lower(rtrim(x[1], '.-')))
     JOIN subscriptions s ON s.channel_id = p_channel AND s.user_id = u.id
     WHERE strpos(p_text, '@') > 0
 $$;
