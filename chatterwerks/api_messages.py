@@ -43,7 +43,8 @@ def _check_poll_cap(request: web.Request, user_id: int) -> None:
         )
 
 
-@routes.get("/api/channels/{id}/messages")
+# No HEAD (aiohttp adds one to every GET): a HEAD would park a long-poll.
+@routes.get("/api/channels/{id}/messages", allow_head=False)
 async def list_messages(request: web.Request) -> web.Response:
     channel_id = path_id(request)
     user_id = current_user(request)["id"]
@@ -175,7 +176,7 @@ async def mark_read(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-@routes.get("/api/events")
+@routes.get("/api/events", allow_head=False)
 async def poll_events(request: web.Request) -> web.Response:
     settings = request.app[keys.SETTINGS]
     timeout = query_seconds(

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import aiohttp_jinja2
+import asyncpg
 import jinja2
 from aiohttp import web
 
@@ -60,7 +61,17 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await pool.close()
+        await close_pool(pool)
+
+
+async def close_pool(pool: asyncpg.Pool, timeout: float = 10.0) -> None:
+    """Closes the pool gracefully, but not forever: a connection that never
+    comes back (a query stuck on a half-dead socket) is cut off."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout)
+    except TimeoutError:
+        log.warning("database pool did not close in %.0fs; terminating it", timeout)
+        pool.terminate()
 
 
 async def hub_ctx(app: web.Application) -> AsyncIterator[None]:

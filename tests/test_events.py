@@ -669,3 +669,12 @@ async def test_close_leaves_no_read_running(app, make_user, home_id):
     await hub.close()
     assert not hub._prefetches and not hub.cache._loads
     await asyncio.wait_for(waiting, 5)
+
+
+async def test_head_does_not_park_a_long_poll(app, client, make_user):
+    alice = await make_user()
+    cursor = await cursor_of(alice)
+    started = time.monotonic()
+    response = await client.head(f"/api/events?cursor={cursor}&timeout=30", headers=alice.headers)
+    assert response.status == 405 and time.monotonic() - started < 5
+    assert app[keys.HUB].waiter_count == 0
