@@ -16,8 +16,7 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
-from helpers import assert_error
-from test_events import start_server, stop_server
+from helpers import assert_error, start_server, stop_server
 
 from chatterwerks import keys
 from chatterwerks.events import decode_cursor

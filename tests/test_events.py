@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import subprocess
-import sys
 import time
 from collections import defaultdict
 
 import aiohttp
 import asyncpg
-from helpers import assert_error, free_port
+from helpers import assert_error, start_server, stop_server
 
 from chatterwerks import keys
 from chatterwerks.events import decode_cursor, encode_cursor
@@ -397,47 +394,6 @@ async def test_listener_killed_from_the_database_side(app, settings, make_user, 
         assert messages_of(await asyncio.wait_for(waiting, 3)) == [later]
     finally:
         await admin.close()
-
-
-async def start_server(database_url: str, *extra: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "CHATTERWERKS_ARGON2_TIME_COST": "1",
-        "CHATTERWERKS_ARGON2_MEMORY_KIB": "64",
-        "CHATTERWERKS_LOG_LEVEL": "WARNING",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "chatterwerks", "serve", "--port", str(port), *extra],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as session:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, process.stderr.read().decode()
-            try:
-                async with session.get(base + "/healthz") as response:
-                    if response.status == 200:
-                        break
-            except aiohttp.ClientError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            await asyncio.sleep(0.1)
-    return process, base
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    process.stderr.close()  # else a ResourceWarning, an error under filterwarnings
 
 
 async def test_two_server_processes_deliver_to_each_other(settings, make_user, home_id):

@@ -14,16 +14,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from helpers import free_port
+from helpers import start_server, stop_server
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 DOCUMENTED_API = "API=http://127.0.0.1:8080/api"
@@ -102,47 +98,14 @@ def json_values(output: str) -> list[Any]:
     return values
 
 
-async def wait_healthy(base: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    async with aiohttp.ClientSession() as session:
-        while True:
-            try:
-                async with session.get(base + "/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            await asyncio.sleep(0.2)
-
-
 @pytest.fixture
-async def server(database_url: str, tmp_path: Path) -> AsyncIterator[str]:
+async def server(database_url: str) -> AsyncIterator[str]:
     """`chatterwerks serve` on a free port, default rate limits, cheap argon2."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "CHATTERWERKS_ARGON2_TIME_COST": "1",
-        "CHATTERWERKS_ARGON2_MEMORY_KIB": "64",
-        "CHATTERWERKS_LOG_LEVEL": "WARNING",
-    }
-    log = tmp_path / "server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "chatterwerks", "serve", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
+    process, base = await start_server(database_url)
     try:
-        await wait_healthy(base, process, log)
         yield base
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_server(process)
 
 
 def test_the_tour_is_found_and_marks_its_errors():
