@@ -20,10 +20,10 @@ from chatterwerks.errors import Conflict, Forbidden, Invalid, NotFound
 from chatterwerks.store.channels import channel_not_found
 
 HISTORY_MAX = 200
-# A stream position: (seq, is a new message, JSON: the Message for a new
-# message, the whole event for another change, None for a change whose event
-# is gone since, as an edit of a message deleted later).
-Position = tuple[int, bool, str | None]
+# One position of a channel's stream: (seq, is a new message, JSON: the
+# Message for a new message, the whole event for another change, None for a
+# change whose event is gone since, as an edit of a message deleted later).
+StreamItem = tuple[int, bool, str | None]
 
 
 def message_not_found() -> NotFound:
@@ -81,13 +81,13 @@ async def send(
     A message that asks Otter commits in one transaction with the reply, so
     a send that failed half-way leaves nothing behind, and its retry gets
     both; other messages are one statement, the fast path."""
-    asks_otter = author_id != otter_id and otter.addressed_question(text) is not None
+    question = otter.addressed_question(text) if author_id != otter_id else None
     async with pool.acquire() as conn:
-        if asks_otter:
+        if question is not None:
             async with conn.transaction():
                 sent = await insert(conn, channel_id, author_id, text, idempotency_key, reply_to)
                 if sent is not None:
-                    await _otter_reply(conn, otter_id, sent, text)
+                    await _otter_reply(conn, otter_id, sent, question)
         else:
             sent = await insert(conn, channel_id, author_id, text, idempotency_key, reply_to)
         if sent is not None:
@@ -105,12 +105,10 @@ async def send(
 
 
 async def _otter_reply(
-    conn: asyncpg.Connection, otter_id: int, sent: asyncpg.Record, text: str
+    conn: asyncpg.Connection, otter_id: int, sent: asyncpg.Record, question: str
 ) -> None:
     """Otter answers "Hey Otter ..." in Home and in its own direct channels only."""
-    in_its_channel = sent["kind"] == "home" or otter_id in (sent["direct_low"], sent["direct_high"])
-    question = otter.addressed_question(text) if in_its_channel else None
-    if question is not None:
+    if sent["kind"] == "home" or otter_id in (sent["direct_low"], sent["direct_high"]):
         reply = otter.answer(question, datetime.datetime.now(datetime.UTC))
         await insert(conn, sent["channel_id"], otter_id, reply)
 
@@ -138,7 +136,7 @@ async def history(
 
 async def in_range(
     pool: asyncpg.Pool, reader_id: int, channel_id: int, after: int, upto: int
-) -> list[Position] | None:
+) -> list[StreamItem] | None:
     """The stream positions after < seq <= upto of a channel, oldest first, if
     the reader is a member now; None if not."""
     rows = await pool.fetch(QUERIES.stream_range, channel_id, after, upto, reader_id)
