@@ -12,7 +12,7 @@
 // for the same message the browser shows it once.
 
 import { api, handleAuthError } from "./api.js";
-import { switchChannel } from "./messages.js";
+import { loadOlder, switchChannel } from "./messages.js";
 import { renderSidebar } from "./sidebar.js";
 import { channelLabel, mentionsMe, mentionsOf, state, unreadOf, upsertChannel } from "./state.js";
 import { openThread } from "./thread.js";
@@ -21,6 +21,7 @@ import { $, APP_NAME, setText, toast } from "./util.js";
 const BODY_MAX_CHARS = 200; // of a message's text in a notification
 const REMEMBERED = 1000; // tags this tab has raised, for "never twice"
 const REVEAL_TRIES = 100; // x 100 ms: how long a click waits for the channel to load
+const OLDER_PAGES = 10; // history pages a click loads, at most, to find its message
 
 const baseline = new Map(); // channel id -> last_seq when the page learned of it
 const raised = new Set(); // tags this tab raised a notification for
@@ -96,23 +97,33 @@ export function openMessage(channelId, seq, replyTo = null) {
   reveal(channelId, seq, replyTo, 0);
 }
 
-function reveal(channelId, seq, replyTo, tries) {
-  if (state.currentId !== channelId) return; // the reader went elsewhere meanwhile
+/**
+ * Waits for the channel's history, pages back (at most OLDER_PAGES pages)
+ * until it holds the message, then scrolls to it and marks it for a moment.
+ * A reply shows its root in the channel and opens its thread.
+ */
+function reveal(channelId, seq, replyTo, tries, pages = 0) {
+  if (state.currentId !== channelId || tries >= REVEAL_TRIES) return; // the reader moved on
   const hist = state.history.get(channelId);
-  if (hist && hist.status === "ready") {
-    if (replyTo) openThread(channelId, replyTo, { focus: false });
-    const shown = replyTo || seq;
-    const li = $("message-list").querySelector(`li.msg[data-seq="${shown}"]`);
-    if (li) {
-      li.scrollIntoView({ block: "center" });
-      li.classList.add("msg-flash");
-      setTimeout(() => li.classList.remove("msg-flash"), 2500);
+  if (hist && hist.status === "error") return;
+  const shown = replyTo || seq;
+  const again = (morePages) =>
+    setTimeout(() => reveal(channelId, seq, replyTo, tries + 1, morePages), 100);
+  if (!hist || hist.status !== "ready" || hist.loadingOlder) return again(pages);
+  if (!hist.msgs.has(shown)) {
+    const oldest = Math.min(...hist.msgs.keys());
+    if (hist.hasMore && oldest > shown && pages < OLDER_PAGES && !hist.olderError) {
+      loadOlder();
+      return again(pages + 1);
     }
-    return; // older than the page loaded: the channel shows, at its newest
+    return; // gone, or too far back: the channel shows
   }
-  if (tries < REVEAL_TRIES && !(hist && hist.status === "error")) {
-    setTimeout(() => reveal(channelId, seq, replyTo, tries + 1), 100);
-  }
+  if (replyTo) openThread(channelId, replyTo, { focus: false });
+  const li = $("message-list").querySelector(`li.msg[data-seq="${shown}"]`);
+  if (!li) return again(pages); // stored, not drawn yet
+  li.scrollIntoView({ block: "center" });
+  li.classList.add("msg-flash");
+  setTimeout(() => li.classList.remove("msg-flash"), 2500);
 }
 
 // ---------- The permission: asked only on a click ----------

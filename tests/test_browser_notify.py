@@ -239,3 +239,29 @@ async def test_channel_setting_in_the_header(
     await sidebar_item(other, "team").click()
     await expect(other.locator("#notify-select")).to_have_value("none")
     assert page.errors == [] and other.errors == []  # type: ignore[attr-defined]
+
+
+async def test_click_opens_a_message_older_than_the_newest_page(
+    browser: Browser,  # noqa: F811
+    base_url: str,  # noqa: F811
+    make_user: Any,
+) -> None:
+    bob = await make_user("bob")
+    alice = await make_user("alice")
+    team = (await bob.post("/api/channels", {"name": "team", "members": ["alice"]}, expect=201))[
+        "channel"
+    ]["id"]
+    page = await notify_page(browser, base_url, alice)
+    await page.evaluate("window.__setHidden(true)")
+    mention = await bob.send(team, "@alice the one to find")
+    for i in range(60):  # more than a history page (50) after it
+        await bob.send(team, f"chatter {i}")
+    await expect(page).to_have_title("(@1 · 61) Chatterwerks")
+    assert [n["tag"] for n in await notifications(page)] == [f"{team}:{mention['seq']}"]
+    await page.evaluate("window.__setHidden(false)")
+    await page.evaluate(f"window.__raised['{team}:{mention['seq']}'].onclick()")
+    await expect(page.locator("#channel-title")).to_have_text("#team")
+    target = page.locator(f"#message-list li.msg[data-seq='{mention['seq']}']")
+    await expect(target).to_be_in_viewport()
+    await expect(target.locator(".msg-text")).to_have_text("@alice the one to find")
+    assert page.errors == []  # type: ignore[attr-defined]
