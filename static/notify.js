@@ -22,6 +22,11 @@ const BODY_MAX_CHARS = 200; // of a message's text in a notification
 const REMEMBERED = 1000; // tags this tab has raised, for "never twice"
 const REVEAL_TRIES = 100; // x 100 ms: how long a click waits for the channel to load
 const OLDER_PAGES = 10; // history pages a click loads, at most, to find its message
+// A tab that wakes after hours may receive hundreds of messages at once:
+// at most BURST notifications per BURST_MS; the title and badges count the rest.
+const BURST = 4;
+const BURST_MS = 5000;
+const recent = []; // times of the last notifications raised, oldest first
 
 const baseline = new Map(); // channel id -> last_seq when the page learned of it
 const raised = new Set(); // tags this tab raised a notification for
@@ -70,6 +75,10 @@ export function notifyMessage(message) {
   if (!warrants(channel, message)) return;
   const tag = `${message.channel_id}:${message.seq}`;
   if (raised.has(tag)) return;
+  const now = Date.now();
+  while (recent.length && now - recent[0] > BURST_MS) recent.shift();
+  if (recent.length >= BURST) return;
+  recent.push(now);
   if (raised.size >= REMEMBERED) raised.clear(); // seqs only grow: old tags never return
   raised.add(tag);
   const author = message.author ? message.author.username : "Someone";
@@ -279,7 +288,8 @@ export function renderFavicon({ unread, mentions }) {
   gradient.addColorStop(1, "#3f9c94");
   ctx.fillStyle = gradient;
   ctx.beginPath();
-  ctx.roundRect(0, 0, 64, 64, 16);
+  if (ctx.roundRect) ctx.roundRect(0, 0, 64, 64, 16);
+  else ctx.rect(0, 0, 64, 64); // before Chromium 99, Firefox 112, Safari 16
   ctx.fill();
   ctx.strokeStyle = "#fff";
   ctx.lineWidth = 6.4;

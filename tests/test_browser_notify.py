@@ -264,4 +264,14 @@ async def test_click_opens_a_message_older_than_the_newest_page(
     target = page.locator(f"#message-list li.msg[data-seq='{mention['seq']}']")
     await expect(target).to_be_in_viewport()
     await expect(target.locator(".msg-text")).to_have_text("@alice the one to find")
+
+    # A burst does not flood the desktop: at most 4 notifications per 5 s
+    # (8 direct messages sent at once: the cap, not the clock, stops them).
+    await page.evaluate("window.__setHidden(true)")
+    dm = (await bob.post("/api/direct", {"username": "alice"}, expect=201))["channel"]["id"]
+    for i in range(8):
+        await bob.send(dm, f"burst {i}")
+    await expect(sidebar_item(page, "bob").locator(".badge")).to_have_text("8")
+    burst = [n for n in await notifications(page) if n["title"] == "bob"]
+    assert 1 <= len(burst) < 8, burst
     assert page.errors == []  # type: ignore[attr-defined]
