@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 
+import asyncpg
 from helpers import assert_error
 from hypothesis import given
 from hypothesis import strategies as st
 from test_fuzz import FUZZ_SETTINGS, World, world  # noqa: F401 (world is a fixture)
 
 from chatterwerks import keys
+from chatterwerks.db import QUERIES
 
 
 async def cursor_of(user) -> str:
@@ -38,7 +40,7 @@ async def direct(user, peer: str) -> int:
     return response["channel"]["id"]
 
 
-async def settings(user, channel_id, notify, expect=200):
+async def put_settings(user, channel_id, notify, expect=200):
     return await user.call(
         "PUT", f"/api/channels/{channel_id}/settings", {"notify": notify}, expect=expect
     )
@@ -72,14 +74,14 @@ async def test_set_and_read_back_per_user(make_user, home_id):
     gid = await group(alice, "team", "bob")
     did = await direct(alice, "bob")
     for value in ("all", "none", "mentions", "none"):
-        answer = await settings(alice, gid, value)
+        answer = await put_settings(alice, gid, value)
         assert answer["channel"]["id"] == gid
         assert answer["channel"]["notify"] == value
         assert {m["username"] for m in answer["channel"]["members"]} == {"alice", "bob"}
         assert (await alice.get(f"/api/channels/{gid}"))["channel"]["notify"] == value
         assert (await me_channels(alice))[gid]["notify"] == value
-    await settings(alice, did, "mentions")
-    await settings(alice, home_id, "none")
+    await put_settings(alice, did, "mentions")
+    await put_settings(alice, home_id, "none")
     mine = await me_channels(alice)
     assert (mine[gid]["notify"], mine[did]["notify"], mine[home_id]["notify"]) == (
         "none",
@@ -98,7 +100,7 @@ async def test_set_and_read_back_per_user(make_user, home_id):
 async def test_muted_channel_still_counts_unread_and_mentions(make_user):
     alice, bob = await make_user("alice"), await make_user("bob")
     gid = await group(alice, "team", "bob")
-    await settings(bob, gid, "none")
+    await put_settings(bob, gid, "none")
     await alice.send(gid, "plain")
     await alice.send(gid, "hey @bob")
     channel = (await me_channels(bob))[gid]
@@ -111,17 +113,17 @@ async def test_settings_authz(make_user, home_id):
     did = await direct(alice, "bob")
     # An outsider, a channel that does not exist, a removed member: one 404.
     for user, cid in ((carol, gid), (carol, did), (alice, 10**12), (carol, "abc")):
-        body = await settings(user, cid, "none", expect=404)
+        body = await put_settings(user, cid, "none", expect=404)
         assert_error(body, "channel_not_found")
-    await settings(bob, gid, "all")
+    await put_settings(bob, gid, "all")
     await alice.call("DELETE", f"/api/channels/{gid}/members/bob", expect=204)
-    assert_error(await settings(bob, gid, "none", expect=404), "channel_not_found")
+    assert_error(await put_settings(bob, gid, "none", expect=404), "channel_not_found")
     # Nothing of the others changed.
     assert (await me_channels(alice))[gid]["notify"] == "mentions"
     # Otter's DM and Home: any member sets their own.
     otter_dm = await direct(carol, "otter")
-    assert (await settings(carol, otter_dm, "none"))["channel"]["notify"] == "none"
-    assert (await settings(carol, home_id, "all"))["channel"]["notify"] == "all"
+    assert (await put_settings(carol, otter_dm, "none"))["channel"]["notify"] == "none"
+    assert (await put_settings(carol, home_id, "all"))["channel"]["notify"] == "all"
     # A bad token: 401.
     response = await alice.client.put(
         f"/api/channels/{gid}/settings",
@@ -164,7 +166,7 @@ async def test_read_all_moves_every_marker(make_user, home_id):
     g1 = await group(alice, "one", "bob")
     g2 = await group(alice, "two", "bob")
     did = await direct(alice, "bob")
-    await settings(bob, g2, "none")
+    await put_settings(bob, g2, "none")
     for cid in (g1, g2, did, home_id):
         await alice.send(cid, "hello @bob")
         await alice.send(cid, "and more")
@@ -283,6 +285,63 @@ async def test_read_all_is_exact_with_concurrent_sends(make_user, app):
     await bob.call("POST", "/api/read-all", expect=204)
     mine = await me_channels(bob)
     assert all(mine[c]["unread"] == 0 and mine[c]["mentions"] == 0 for c in channels)
+
+
+async def test_read_all_never_moves_a_marker_back_past_a_concurrent_send(make_user, settings, app):
+    """The reader's own send commits while read-all waits for its membership
+    row: read-all's snapshot is older than the send, yet the marker stays at
+    the send (re-checked, not overwritten with the older end), and the count
+    agrees with it."""
+    alice, bob = await make_user("alice"), await make_user("bob")
+    gid = await group(alice, "team", "bob")
+    await alice.send(gid, "unread for bob")
+    sender = await asyncpg.connect(settings.database_url)
+    reader = await asyncpg.connect(settings.database_url)
+    try:
+        sending = sender.transaction()
+        await sending.start()
+        sent = await sender.fetchrow(QUERIES.send_message, gid, bob.id, "bob writes", None)
+        reading = asyncio.create_task(reader.fetchrow(QUERIES.read_all, bob.id))
+        # Wait until read-all is blocked on the row lock the send holds.
+        pid = reader.get_server_pid()
+        while not await sender.fetchval(
+            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+        ):
+            await asyncio.sleep(0.01)
+        await sending.commit()
+        await asyncio.wait_for(reading, 10)
+    finally:
+        await sender.close()
+        await reader.close()
+    channel = (await me_channels(bob))[gid]
+    assert channel["last_read_seq"] == sent["seq"] == channel["last_seq"]
+    assert (channel["unread"], channel["read_count"]) == (0, channel["message_count"])
+
+
+async def test_read_all_notifies_once_and_only_when_a_marker_moved(make_user, settings):
+    alice, bob = await make_user("alice"), await make_user("bob")
+    gid = await group(alice, "team", "bob")
+    await alice.send(gid, "news")
+    listener = await asyncpg.connect(settings.database_url)
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener("chatterwerks", lambda *args: heard.put_nowait(args[3]))
+
+    async def heard_until_barrier(mark: str) -> list[str]:
+        # NOTIFYs arrive in commit order: one sent after read-all committed
+        # comes after anything read-all sent.
+        await listener.execute("SELECT pg_notify('chatterwerks', $1)", mark)
+        got = []
+        while (payload := await asyncio.wait_for(heard.get(), 10)) != mark:
+            got.append(payload)
+        return got
+
+    try:
+        await bob.call("POST", "/api/read-all", expect=204)
+        assert await heard_until_barrier("barrier:1") == [f"u:{bob.id}"]
+        await bob.call("POST", "/api/read-all", expect=204)
+        assert await heard_until_barrier("barrier:2") == []
+    finally:
+        await listener.close()
 
 
 async def test_read_all_needs_a_session(client):
