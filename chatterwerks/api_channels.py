@@ -12,6 +12,7 @@ from chatterwerks.validation import (
     DESCRIPTION_MAX_CHARS,
     bad_input,
     json_object,
+    notify_setting,
     path_id,
     string_field,
     username_field,
@@ -89,3 +90,22 @@ async def open_direct(request: web.Request) -> web.Response:
         request.app[keys.POOL], current_user(request)["id"], username
     )
     return web.json_response({"channel": channel}, status=201 if created else 200)
+
+
+# Notifications (issue 11): settings per channel, and "mark all as read".
+# Not rate-limited, like POST /api/channels/{id}/read: each is one bounded
+# statement on the user's own rows (docs/api.md).
+@routes.put("/api/channels/{id}/settings")
+async def put_settings(request: web.Request) -> web.Response:
+    channel_id = path_id(request)
+    notify = notify_setting(await json_object(request))
+    channel = await channels.set_notify(
+        request.app[keys.POOL], channel_id, current_user(request)["id"], notify
+    )
+    return web.json_response({"channel": channel})
+
+
+@routes.post("/api/read-all")
+async def read_all(request: web.Request) -> web.Response:
+    await channels.read_all(request.app[keys.POOL], current_user(request)["id"])
+    return web.Response(status=204)

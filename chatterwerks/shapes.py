@@ -34,6 +34,8 @@ def channel_json(row: Row) -> dict[str, Any]:
         # Unread mentions of the viewer there (sql/005_messages_that_live.sql).
         "mentions": row["mentions"],
         "role": row["role"],
+        # The viewer's notification setting, defaults resolved (sql/007).
+        "notify": row["notify"],
     }
     if row["kind"] == "direct":
         channel["peer"] = user_json(row, "peer_")

@@ -115,6 +115,19 @@ def reply_to(body: dict[str, Any]) -> int | None:
     return raw
 
 
+NOTIFY_SETTINGS = ("all", "mentions", "none")
+
+
+def notify_setting(body: dict[str, Any]) -> str:
+    """A channel's notification setting: 'all', 'mentions' or 'none' (muted)."""
+    raw = body.get("notify")
+    if raw is None:
+        raise bad_input("missing_notify", "notify is required.")
+    if raw not in NOTIFY_SETTINGS:
+        raise bad_input("invalid_notify", "notify must be 'all', 'mentions' or 'none'.")
+    return raw
+
+
 def emoji_value(raw: str) -> str:
     """One emoji (a single grapheme: skin tones, flags and ZWJ sequences
     count as one), by the emoji package's Unicode data, in its fully

@@ -17,6 +17,7 @@
 //   members.js   a channel's members, direct channels, user search
 //   dialogs.js   "find people" and "create a channel"
 //   poll.js      the long-poll loop: the only /api/events request, ever
+//   notify.js    notification settings, desktop notifications, title/favicon counts, read-all
 // The view modules call one another (a channel switch updates them all). Those
 // import cycles are harmless: at import time modules only declare things, and
 // this module starts the page once every module is loaded. Relative imports
@@ -54,6 +55,7 @@ import {
   scrollToBottom,
   switchChannel,
 } from "./messages.js";
+import { wireNotifications } from "./notify.js";
 import { applySnapshot, backoffDelay, pollLoop, setConnection, waitOrWake } from "./poll.js";
 import { narrow, setMembersOpen, setNavOpen, sidebarItems } from "./sidebar.js";
 import { resetState, state } from "./state.js";
@@ -171,6 +173,7 @@ function wire() {
   $("mentions-more").addEventListener("click", loadMoreMentions);
   document.addEventListener("pointerdown", onDocumentPointerDown);
   wirePicker();
+  wireNotifications();
 
   $("messages").addEventListener("scroll", onMessagesScroll, { passive: true });
   $("new-marker").addEventListener("click", () => {

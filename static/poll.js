@@ -4,6 +4,7 @@ import { ApiError, api, handleAuthError } from "./api.js";
 import { applyChange, endEdit } from "./changes.js";
 import { closePicker } from "./emoji.js";
 import { applyMessage, forgetChannel, switchChannel } from "./messages.js";
+import { noteSnapshot, notifyMessage } from "./notify.js";
 import { renderSidebar } from "./sidebar.js";
 import { channelLabel, noteRead, state, upsertChannel } from "./state.js";
 import { closeThread } from "./thread.js";
@@ -19,6 +20,7 @@ function applyEvents(events) {
   for (const event of events) {
     switch (event.type) {
       case "message":
+        notifyMessage(event.message); // while the tab is hidden, if it warrants one
         applyMessage(event.message);
         break;
       case "channel_added": {
@@ -64,6 +66,7 @@ export function applySnapshot(me) {
   state.me = me.user;
   state.cursor = me.cursor;
   state.channels = new Map(me.channels.map((c) => [c.id, c]));
+  noteSnapshot(me.channels); // what the page holds now never notifies
   state.history = new Map();
   state.members = new Map();
   // Views of messages from before the reload go: the next switch rebuilds them.

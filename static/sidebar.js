@@ -1,8 +1,9 @@
 // The sidebar (channel list and unread badges), the channel header, the tab title, the drawers.
 
 import { switchChannel } from "./messages.js";
+import { isMuted, renderCounts, renderNotifySetting } from "./notify.js";
 import { channelLabel, mentionsOf, sortedChannels, state, unreadOf } from "./state.js";
-import { $, APP_NAME, ICONS, avatar, h, icon, setText } from "./util.js";
+import { $, ICONS, avatar, h, icon, setText } from "./util.js";
 
 export const sidebarItems = new Map(); // channel id -> { li, button, name, badge }
 
@@ -48,10 +49,14 @@ export function renderSidebar() {
     const wanted = sortedChannels(kind).map((channel) => {
       const item = sidebarItem(channel);
       const unread = unreadOf(channel);
+      // A muted channel shows only its mentions (notify.js).
+      const muted = isMuted(channel);
+      item.button.classList.toggle("is-muted", muted);
       setText(item.name, channelLabel(channel));
       setText(item.badge, unread > 99 ? "99+" : String(unread));
       const mentions = mentionsOf(channel);
       const said = [];
+      if (muted) said.push("muted");
       if (unread) said.push(`${unread} unread`);
       if (mentions) said.push(mentions === 1 ? "1 mention" : `${mentions} mentions`);
       setText(item.srUnread, said.length ? `, ${said.join(", ")}` : "");
@@ -59,9 +64,9 @@ export function renderSidebar() {
       item.mentionBadge.hidden = mentions === 0;
       item.mentionBadge.setAttribute("aria-hidden", "true");
       item.mentionBadge.title = mentions === 1 ? "1 mention of you" : `${mentions} mentions of you`;
-      item.badge.hidden = unread === 0;
+      item.badge.hidden = unread === 0 || muted;
       item.badge.setAttribute("aria-hidden", "true");
-      item.button.classList.toggle("has-unread", unread > 0);
+      item.button.classList.toggle("has-unread", unread > 0 && !muted);
       if (channel.id === state.currentId) item.button.setAttribute("aria-current", "page");
       else item.button.removeAttribute("aria-current");
       return item.li;
@@ -75,15 +80,17 @@ export function renderSidebar() {
   renderTitle();
 }
 
-/** The tab title shows the unread total: "(3) Chatterwerks". */
+/**
+ * The tab title and favicon show the unread total of the channels not muted
+ * and the mentions: "(3) Chatterwerks", "(@1 · 3) Chatterwerks" (notify.js).
+ */
 function renderTitle() {
-  let total = 0;
   let elsewhere = 0;
   for (const channel of state.channels.values()) {
-    total += unreadOf(channel);
-    if (channel.id !== state.currentId) elsewhere += unreadOf(channel);
+    if (channel.id === state.currentId) continue;
+    elsewhere += isMuted(channel) ? channel.mentions || 0 : unreadOf(channel);
   }
-  document.title = total ? `(${total}) ${APP_NAME}` : APP_NAME;
+  renderCounts();
   // On a phone the sidebar is hidden: a dot on its button says "unread elsewhere".
   $("nav-toggle-badge").hidden = elsewhere === 0;
   $("nav-toggle").setAttribute(
@@ -95,6 +102,7 @@ function renderTitle() {
 export function renderHeader() {
   const channel = state.channels.get(state.currentId);
   const title = $("channel-title");
+  renderNotifySetting();
   if (!channel) {
     title.replaceChildren();
     return;

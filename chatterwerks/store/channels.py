@@ -154,3 +154,20 @@ async def mark_read(pool: asyncpg.Pool, channel_id: int, user_id: int, seq: int)
     row = await pool.fetchrow(QUERIES.mark_read, channel_id, user_id, seq)
     if not row["is_member"]:
         raise channel_not_found()
+
+
+async def set_notify(
+    pool: asyncpg.Pool, channel_id: int, user_id: int, notify: str
+) -> dict[str, Any]:
+    """Sets the user's notification setting of a channel they are a member of;
+    the channel with members as they now see it."""
+    async with pool.acquire() as conn:
+        if await conn.fetchval(QUERIES.set_notify, channel_id, user_id, notify) is None:
+            raise channel_not_found()
+        return await _with_members(conn, user_id, channel_id)
+
+
+async def read_all(pool: asyncpg.Pool, user_id: int) -> int:
+    """Moves every read marker of the user to its channel's end (one
+    statement); how many moved."""
+    return await pool.fetchval(QUERIES.read_all, user_id)

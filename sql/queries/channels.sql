@@ -120,3 +120,46 @@ SELECT EXISTS (SELECT 1 FROM subscriptions WHERE channel_id = $1 AND user_id = $
 
 -- name: is_member
 SELECT EXISTS (SELECT 1 FROM subscriptions WHERE channel_id = $1 AND user_id = $2);
+
+-- name: set_notify
+-- Sets user $2's notification setting of channel $1 to $3 ('all',
+-- 'mentions', 'none'; the CHECK of sql/007 holds the set). Membership is
+-- the WHERE: a non-member (or a missing channel) gets no row back.
+UPDATE subscriptions SET notify = $3
+WHERE channel_id = $1 AND user_id = $2
+RETURNING channel_id;
+
+-- name: read_all
+-- Moves every read marker of user $1 to its channel's end, in one statement:
+-- last_read_seq to the channel's last_seq and read_count to its
+-- message_count, a consistent pair from one row version of the channel, so
+-- a message committed before this statement's snapshot is read and one
+-- committed after is unread, its marker and counts agreeing. The user's
+-- memberships are locked first in channel order (two read-alls at once
+-- cannot deadlock: MATERIALIZED keeps the locking in the CTE, and the
+-- UPDATE touches only rows it has handed out, so every wait is in channel
+-- order), with FOR NO KEY UPDATE, which a send's FOR KEY SHARE does not
+-- wait for; no channel row is locked, so sends are not held up.
+-- Markers only move forward: a send by the user that committed meanwhile
+-- (and moved their own marker past this snapshot) is re-checked and kept.
+-- One 'u:' NOTIFY if any marker moved: the user's other clients' polls wake
+-- and answer a `read` event per channel moved (events.py compares markers).
+-- Returns how many moved.
+WITH locked AS MATERIALIZED (
+    SELECT channel_id FROM subscriptions
+    WHERE user_id = $1
+    ORDER BY channel_id
+    FOR NO KEY UPDATE
+), moved AS (
+    UPDATE subscriptions s
+    SET last_read_seq = c.last_seq,
+        read_count = GREATEST(s.read_count, c.message_count)
+    FROM channels c
+    WHERE s.user_id = $1 AND s.channel_id IN (SELECT channel_id FROM locked)
+      AND c.id = s.channel_id AND c.last_seq > s.last_read_seq
+    RETURNING s.channel_id
+), notified AS (
+    SELECT pg_notify('chatterwerks', 'u:' || $1::bigint)
+    WHERE EXISTS (SELECT 1 FROM moved)
+)
+SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM notified) AS notified;
