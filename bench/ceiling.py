@@ -330,7 +330,12 @@ def own_cluster() -> Iterator[str]:
     pg_ctl = shutil.which("pg_ctl", path=str(bindir)) or shutil.which("pg_ctl")
     if not initdb or not pg_ctl:
         raise SystemExit("--own-cluster needs initdb and pg_ctl")
+    # PostgreSQL refuses to run as root: then as the postgres OS user.
+    owner: dict[str, Any] = {}
     tmp = tempfile.mkdtemp(prefix="ceiling-")
+    if os.geteuid() == 0:
+        owner = {"user": "postgres", "group": "postgres", "extra_groups": [], "cwd": "/"}
+        shutil.chown(tmp, "postgres", "postgres")
     data = Path(tmp) / "data"
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -339,18 +344,22 @@ def own_cluster() -> Iterator[str]:
         [initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
         check=True,
         stdout=subprocess.DEVNULL,
+        **owner,
     )
     options = f"-p {port} -c listen_addresses=127.0.0.1 -c max_connections=150 -k {tmp}"
     subprocess.run(
         [pg_ctl, "-D", str(data), "-o", options, "-l", str(Path(tmp) / "log"), "-w", "start"],
         check=True,
         stdout=subprocess.DEVNULL,
+        **owner,
     )
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(
-            [pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], stdout=subprocess.DEVNULL
+            [pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"],
+            stdout=subprocess.DEVNULL,
+            **owner,
         )
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from aiohttp import web
 
 from chatterwerks import events, keys, otter
@@ -105,14 +107,27 @@ async def change_password(request: web.Request) -> web.Response:
         await limiters.login_failed(user["username"], address)
         raise ApiError(403, "wrong_password", "The current password is not right.")
     new_hash = await hasher.hash(new_password)
-    await accounts.change_password(pool, user["id"], new_hash, request[TOKEN_HASH])
+    async with _sessions_end_everywhere(request, user["id"]):
+        await accounts.change_password(pool, user["id"], new_hash, request[TOKEN_HASH])
     request.app[keys.SESSIONS].forget(user["id"])  # here at once; elsewhere by NOTIFY
     return web.Response(status=204)
 
 
+def _sessions_end_everywhere(
+    request: web.Request, user_id: int
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """Answer only once this process has heard the NOTIFY that ends the
+    sessions (every host is signalled at the same commit), so the client's
+    next request finds them ended on every host. Not when the listener is
+    down: then no process trusts its cache anyway."""
+    listening = request.app[keys.HUB].connected.is_set()
+    return request.app[keys.SESSIONS].propagated(user_id, 1.0 if listening else 0.0)
+
+
 @routes.post("/api/logout")
 async def logout(request: web.Request) -> web.Response:
-    await accounts.end_session(request.app[keys.POOL], request[TOKEN_HASH])
+    async with _sessions_end_everywhere(request, current_user(request)["id"]):
+        await accounts.end_session(request.app[keys.POOL], request[TOKEN_HASH])
     # This process forgets it now; the others when the NOTIFY reaches them.
     request.app[keys.SESSIONS].forget(current_user(request)["id"])
     response = web.Response(status=204)
