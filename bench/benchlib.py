@@ -225,6 +225,8 @@ class Server:
         self.log_path = Path(path)
         self.proc: subprocess.Popen[bytes] | None = None
         self.seen_workers: set[int] = set()
+        # --pin: the cores gunicorn (and so every worker it forks) runs on.
+        self.cpus: set[int] | None = None
 
     def workers(self) -> list[int]:
         if self.proc is None:
@@ -255,8 +257,13 @@ class Server:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=None if self.cpus is None else self._pin_child,
             )
         return self.proc
+
+    def _pin_child(self) -> None:
+        assert self.cpus is not None
+        os.sched_setaffinity(0, self.cpus)
 
     async def start(self, session: aiohttp.ClientSession, timeout: float = 60.0) -> None:
         """Spawns gunicorn and waits until /healthz answers and every worker is up."""
@@ -479,6 +486,71 @@ def machine_cpu_seconds() -> float:
     return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
+def postmaster_pid(data_directory: str) -> int:
+    """The PostgreSQL postmaster's PID, from its data directory's lock file."""
+    return int(Path(data_directory, "postmaster.pid").read_text().split()[0])
+
+
+class CorePinning:
+    """--pin: the load generator on one set of cores, the server and
+    PostgreSQL on the others, so that what is measured is the server's work,
+    not its contention with the load generator for the same cores.
+
+    PostgreSQL is pinned by setting the affinity of its postmaster (which
+    every new backend inherits at fork) and of the backends already running;
+    both are put back as they were by restore()."""
+
+    def __init__(self, loadgen_cpus: set[int], server_cpus: set[int]) -> None:
+        self.loadgen_cpus = loadgen_cpus
+        self.server_cpus = server_cpus
+        self._saved: dict[int, set[int]] = {}
+        self._postmaster: int | None = None
+
+    @classmethod
+    def split(cls) -> CorePinning:
+        """Core 0 for the load generator, the rest for server and database."""
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise RuntimeError("--pin needs at least two cores")
+        return cls({cpus[0]}, set(cpus[1:]))
+
+    async def apply(self, admin_url: str) -> dict[str, Any]:
+        import asyncpg
+
+        self._set(os.getpid(), self.loadgen_cpus)
+        admin = await asyncpg.connect(admin_url)
+        try:
+            data_directory = await admin.fetchval("SHOW data_directory")
+        finally:
+            await admin.close()
+        postmaster = postmaster_pid(data_directory)
+        self._postmaster = postmaster
+        parent = psutil.Process(postmaster)
+        for proc in [parent, *parent.children()]:
+            self._set(proc.pid, self.server_cpus)
+        return {
+            "load_generator_cpus": sorted(self.loadgen_cpus),
+            "server_and_postgres_cpus": sorted(self.server_cpus),
+        }
+
+    def _set(self, pid: int, cpus: set[int]) -> None:
+        with contextlib.suppress(ProcessLookupError, psutil.Error):
+            self._saved.setdefault(pid, os.sched_getaffinity(pid))
+            os.sched_setaffinity(pid, cpus)
+
+    def restore(self) -> None:
+        """Gives every pinned process its old cores back, and the PostgreSQL
+        backends born while pinned the postmaster's."""
+        if self._postmaster in self._saved:
+            with contextlib.suppress(psutil.Error):
+                for proc in psutil.Process(self._postmaster).children():
+                    self._saved.setdefault(proc.pid, self._saved[self._postmaster])
+        for pid, cpus in self._saved.items():
+            with contextlib.suppress(ProcessLookupError, OSError):
+                os.sched_setaffinity(pid, cpus)
+        self._saved.clear()
+
+
 async def wait_for_quiet(limit_s: float, busy_cores: float = 0.3) -> dict[str, Any]:
     """Waits (at most limit_s) until the rest of the machine is nearly idle,
     since other work on these two cores would be measured as ours."""
@@ -543,6 +615,7 @@ class CpuMeter:
             before = self._start.get(group, {})
             seconds = sum(max(0.0, cpu - before.get(pid, 0.0)) for pid, cpu in pids.items())
             accounted += seconds
+            out[f"{group}_cpu_s"] = round(seconds, 4)
             out[f"{group}_cores"] = round(seconds / wall, 3) if wall else None
         out["machine_busy_cores"] = round(machine / wall, 3) if wall else None
         out["everything_else_cores"] = (

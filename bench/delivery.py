@@ -20,6 +20,14 @@ JSON document on stdout (progress goes to stderr):
     /work/venv/bin/python bench/delivery.py            # the target numbers (~3 min)
     /work/venv/bin/python bench/delivery.py --quick    # a smoke run (~30 s)
     /work/venv/bin/python bench/delivery.py --only capacity --py-spy bench/results
+    /work/venv/bin/python bench/delivery.py --pin      # load generator on core 0,
+                                                       # server + PostgreSQL on the rest
+
+Each of (a) and (b) reports the CPU milliseconds of the server's processes and
+of the bench database's PostgreSQL backends per accepted message and per
+delivery, also divided by the calibration loop's seconds so that runs on
+different days compare; (b) reports its accepted rate as a share of the
+PostgreSQL ceiling the calibration measured in the same run.
 
 The server runs with CHATTERWERKS_ARGON2_TIME_COST=1 and
 CHATTERWERKS_ARGON2_MEMORY_KIB=64 (registration is not what is measured), and
@@ -54,6 +62,7 @@ from aiohttp import web
 from benchlib import (
     HOST,
     Client,
+    CorePinning,
     CpuMeter,
     Server,
     User,
@@ -92,6 +101,8 @@ SERVER_ENV = {
 TARGETS = {
     "latency": {"receivers": 50, "rate": 50.0, "p50_ms": 5.0, "p99_ms": 25.0},
     "throughput": {"senders": 8, "receivers": 50, "accepted_per_s": 1000.0},
+    # Issue 14's targets, stated for the pinned mode (--pin).
+    "pinned_throughput": {"server_ms_per_message": 1.0, "share_of_postgres_ceiling": 0.25},
     "capacity": {"idle_polls": 10_000, "memory_ratio": 1.4, "fanout_ratio": 1.5},
 }
 
@@ -147,15 +158,23 @@ async def wait_until(predicate: Callable[[], bool], deadline: float, interval: f
 # Processes: the server (gunicorn), the baseline, py-spy
 
 
+# --pin: set once by run(); every server started after it runs on these cores.
+PINNING: CorePinning | None = None
+
+
 def bench_server(port: int, workers: int, database_url: str, extra_env: dict[str, str]) -> Server:
-    return chatterwerks_server("bench", port, workers, database_url, {**SERVER_ENV, **extra_env})
+    server = chatterwerks_server("bench", port, workers, database_url, {**SERVER_ENV, **extra_env})
+    server.cpus = PINNING.server_cpus if PINNING else None
+    return server
 
 
 def baseline_server(port: int) -> Server:
     # The Procfile's command (worker class and all), with the bare app.
     argv = procfile_web_argv(port, 1, app="delivery:baseline_app")
     argv[2:2] = ["--pythonpath", str(BENCH_DIR)]
-    return Server("bench-baseline", argv, dict(os.environ), port, 1)
+    server = Server("bench-baseline", argv, dict(os.environ), port, 1)
+    server.cpus = PINNING.server_cpus if PINNING else None
+    return server
 
 
 class Profiler:
@@ -791,6 +810,25 @@ async def db_counters(admin_url: str, database: str) -> dict[str, int]:
     return dict(row) if row else {}
 
 
+def cpu_per_message(result: dict[str, Any], calibration: dict[str, Any]) -> dict[str, Any]:
+    """CPU milliseconds of the server's processes and of the bench database's
+    PostgreSQL backends per accepted message and per delivery, and each
+    divided by the calibration loop's seconds (the same work on a machine
+    twice as fast takes half the milliseconds and half the loop), so that
+    runs on different days and machines compare."""
+    loop_s = calibration["python_sum_of_squares_1e7_s"]
+    accepted = result["messages_accepted"]
+    deliveries = result.get("received_deliveries", 0)
+    out: dict[str, Any] = {"calibration_loop_s": loop_s}
+    for who in ("server", "postgres_bench"):
+        cpu_ms = result["cpu"][f"{who}_cpu_s"] * 1000
+        for per, n in (("message", accepted), ("delivery", deliveries)):
+            if n:
+                out[f"{who}_ms_per_{per}"] = round(cpu_ms / n, 4)
+                out[f"{who}_ms_per_{per}_per_loop_s"] = round(cpu_ms / n / loop_s, 4)
+    return out
+
+
 async def server_section(
     args: argparse.Namespace,
     label: str,
@@ -826,6 +864,7 @@ async def server_section(
             server.stop(timeout=20)
     await asyncio.sleep(1.0)
     after = await db_counters(args.admin_url, args.database)
+    result["cpu_per_message"] = cpu_per_message(result, args.calibration)
     requests = result["polls_answered"] + result["messages_accepted"]
     xacts = after.get("xact_commit", 0) - before.get("xact_commit", 0)
     result["postgres"] = {
@@ -840,10 +879,25 @@ async def server_section(
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    global PINNING
+    pinned = None
+    if args.pin:
+        PINNING = CorePinning.split()
+        pinned = await PINNING.apply(args.admin_url)
+        log(f"pinned: {pinned}")
+    try:
+        return await run_pinned(args, pinned)
+    finally:
+        if PINNING:
+            PINNING.restore()
+
+
+async def run_pinned(args: argparse.Namespace, pinned: dict[str, Any] | None) -> dict[str, Any]:
     sections = [args.only] if args.only else ["latency", "throughput", "capacity"]
     database_url = await fresh_database(args.admin_url, args.database)
     pg_settings = await server_settings(args.admin_url)
     calibration = await calibrate(database_url)
+    args.calibration = calibration
     log(f"machine: {calibration}")
     results: dict[str, Any] = {}
     profiler = Profiler(args.py_spy)
@@ -875,9 +929,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     args.channels,
                 )
 
-            results["throughput"] = await server_section(
+            results["throughput"] = thr = await server_section(
                 args, "throughput", database_url, profiler, users, throughput, args.duration + 1
             )
+            # The ceiling: what PostgreSQL commits per second, in the same run,
+            # of the bare shape of a send (an insert and a NOTIFY, 8 clients).
+            ceiling = calibration["postgres_commits_per_s_8_clients"]
+            thr["share_of_postgres_ceiling"] = round(thr["accepted_per_s"] / ceiling, 3)
         if "capacity" in sections:
             warmup = min(args.idle_polls, 500)
             log(f"capacity: baseline app, {args.idle_polls} idle polls")
@@ -911,6 +969,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await drop_database(args.admin_url, args.database)
     return {
         "postgres": pg_settings,
+        "pinned": pinned,
         "calibration": calibration,
         "results": results,
         "profiles": profiler.files,
@@ -952,6 +1011,23 @@ def judge(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
             "every accepted message delivered to every receiver, exactly once",
             thr["completeness"],
             thr["exactly_once"] and not thr["send_errors"],
+            applies,
+        )
+    if thr and args.pin:
+        t = TARGETS["pinned_throughput"]
+        applies = args.senders == 8 and args.receivers == 50
+        ms = thr["cpu_per_message"].get("server_ms_per_message")
+        targets["pinned_server_ms_per_message"] = _target(
+            f"<= {t['server_ms_per_message']}",
+            ms,
+            ms is not None and ms <= t["server_ms_per_message"],
+            applies,
+        )
+        share = thr["share_of_postgres_ceiling"]
+        targets["pinned_share_of_postgres_ceiling"] = _target(
+            f">= {t['share_of_postgres_ceiling']}",
+            share,
+            share >= t["share_of_postgres_ceiling"],
             applies,
         )
     cap = results.get("capacity")
@@ -1046,6 +1122,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--py-spy", type=Path, help="record server workers into this directory")
     parser.add_argument("--no-uvloop", action="store_true", help="load generator on asyncio's loop")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="load generator on core 0, server and PostgreSQL on the other cores "
+        "(measures the server, not its contention with the load generator)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.receivers = min(args.receivers, 5)
@@ -1094,6 +1176,7 @@ def main(argv: list[str] | None = None) -> int:
             "idle_users": args.idle_users,
             "capacity_workers": 1,
             "quick": args.quick,
+            "pin": args.pin,
             "only": args.only,
         },
         "environment": {
@@ -1103,6 +1186,7 @@ def main(argv: list[str] | None = None) -> int:
             "asyncpg": asyncpg.__version__,
             "postgres": outcome["postgres"],
             "calibration": outcome["calibration"],
+            "pinned": outcome["pinned"],
             "load_generator": f"one process, aiohttp client, {loop_name} loop, loopback only",
             "server_command": " ".join(["gunicorn", *procfile_web_argv(0, 2)[1:]]).replace(
                 f"{HOST}:0", f"{HOST}:PORT"
