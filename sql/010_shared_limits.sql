@@ -24,10 +24,12 @@ CREATE UNLOGGED TABLE rate_buckets (
 );
 
 -- The tokens a bucket holds now: what it had, plus the refill since, capped
--- at the burst. Time is the database's: one clock for every host.
+-- at the burst. Time is the database's: one clock for every host. now() is
+-- when the transaction started, which for a taker that waited on the row
+-- lock can be before the last update: that counts as no time, never as less.
 CREATE FUNCTION rate_refilled(tokens float8, since timestamptz, burst float8, every float8)
 RETURNS float8 LANGUAGE sql STABLE
-RETURN least(burst, tokens + extract(epoch FROM now() - since)::float8 / every);
+RETURN least(burst, tokens + greatest(0, extract(epoch FROM now() - since))::float8 / every);
 
 -- How many of `want` tokens a bucket holding `held` hands out: as many as it
 -- has whole, none if not one.

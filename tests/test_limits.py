@@ -352,3 +352,14 @@ def test_bucket_keys_are_unambiguous():
     texts = [ratelimit.bucket_key(key) for key in keys_]
     assert len(set(texts)) == len(texts)
     assert all(len(text) <= 200 for text in texts)
+
+
+async def test_concurrent_takes_never_lose_tokens(app, client):
+    """Many takes of one bucket at once, from many connections: each waits
+    for the row lock, and one that started before the last update must not
+    count the time between as negative (it would drain the bucket)."""
+    limiter = ratelimit.SharedLimiter("test", Limit(1000, 0.000001))
+    limiter.bind(app[keys.POOL])
+    for _ in range(5):
+        waits = await asyncio.gather(*(limiter.take("k") for _ in range(20)))
+        assert waits == [0] * 20

@@ -18,7 +18,7 @@ ON CONFLICT (rule, key) DO UPDATE SET
     granted = rate_granted(rate_refilled(b.tokens, b.updated_at, $3, $4), $5),
     tokens = rate_refilled(b.tokens, b.updated_at, $3, $4)
         - rate_granted(rate_refilled(b.tokens, b.updated_at, $3, $4), $5),
-    updated_at = now(),
+    updated_at = greatest(b.updated_at, now()),
     full_at = now() + make_interval(secs => (
         $3 - rate_refilled(b.tokens, b.updated_at, $3, $4)
         + rate_granted(rate_refilled(b.tokens, b.updated_at, $3, $4), $5)) * $4)
