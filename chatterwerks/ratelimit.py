@@ -106,6 +106,7 @@ class _Lease:
     tokens: int  # still to spend here
     size: int  # how many were asked for
     expires: float  # time.monotonic() after which the rest is void
+    refused_until: float = 0.0  # the bucket was empty: no token before then
 
 
 class SharedLimiter:
@@ -148,8 +149,11 @@ class SharedLimiter:
         if self.limit is None:
             return 0
         lease = self._leases.get(bucket_key(key))
-        if lease and lease.tokens > 0 and lease.expires > self.clock():
+        now = self.clock()
+        if lease and lease.tokens > 0 and lease.expires > now:
             return 0
+        if lease and lease.refused_until > now:
+            return max(1, math.ceil(lease.refused_until - now))
         tokens = await self.pool.fetchval(
             QUERIES.peek_tokens,
             self.rule,
@@ -168,6 +172,10 @@ class SharedLimiter:
         lease = self._leases.get(text)
         if lease is None:
             size = 1
+        elif lease.refused_until > now:
+            # Refused a moment ago: the bucket cannot have a token yet, so a
+            # client hammering over the limit costs no statement per request.
+            return max(1, math.ceil(lease.refused_until - now))
         elif lease.expires > now:
             if lease.tokens > 0:
                 lease.tokens -= 1
@@ -189,7 +197,11 @@ class SharedLimiter:
         )
         granted, left = row["granted"], row["tokens"]
         if not granted:
-            self._leases.pop(text, None)
+            # Nobody gets a token before the bucket refills to one (leases
+            # held elsewhere are never given back), so this process can
+            # answer the next requests of this key itself until then.
+            until = now + (1 - left) * self.limit.interval
+            self._remember(text, _Lease(0, 1, now, refused_until=until))
             return self._wait(left)
         if self.lease_max > 1:
             self._remember(text, _Lease(granted - 1, size, now + self.lease_seconds))

@@ -363,3 +363,22 @@ async def test_concurrent_takes_never_lose_tokens(app, client):
     for _ in range(5):
         waits = await asyncio.gather(*(limiter.take("k") for _ in range(20)))
         assert waits == [0] * 20
+
+
+async def test_a_refused_key_costs_no_statement_until_it_may_go(app, client):
+    """Over the limit, the process that refused remembers until when the
+    bucket cannot have a token: a client hammering costs no statement each."""
+    now = [1000.0]
+    limiter = ratelimit.SharedLimiter("test", Limit(2, 60.0), lease_max=1)
+    limiter.clock = lambda: now[0]
+    limiter.bind(app[keys.POOL])
+    assert [await limiter.take("k") for _ in range(3)] == [0, 0, 60]
+    async with app[keys.POOL].acquire() as conn:
+        await conn.execute("DELETE FROM rate_buckets")  # were it asked, it would say: full
+        assert await limiter.take("k") == 60
+        now[0] += 30
+        assert await limiter.take("k") == 30
+        assert await limiter.retry_after("k") == 30
+        now[0] += 31
+        assert await limiter.take("k") == 0  # asks again, and gets one
+        assert await conn.fetchval("SELECT round(tokens) FROM rate_buckets") == 1
