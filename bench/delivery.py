@@ -1100,6 +1100,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--pool-size", type=int, default=10, help="(c) CHATTERWERKS_POOL_SIZE")
     parser.add_argument("--only", choices=["latency", "throughput", "capacity"])
+    parser.add_argument(
+        "--message-limit",
+        default="off",
+        help="CHATTERWERKS_LIMIT_MESSAGES_USER for the server (BURST/SECONDS or off): "
+        "to measure what the shared rate limit costs",
+    )
     parser.add_argument("--quick", action="store_true", help="small numbers: a smoke run")
     parser.add_argument(
         "--admin-url",
@@ -1137,6 +1143,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    SERVER_ENV["CHATTERWERKS_LIMIT_MESSAGES_USER"] = args.message_limit
     fds = raise_fd_limit(2 * args.idle_polls + 4096)
     loop_name = "asyncio"
     if not args.no_uvloop:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from aiohttp import web
 
 from chatterwerks import events, keys, otter
@@ -46,7 +48,7 @@ async def register(request: web.Request) -> web.Response:
     body = await json_object(request)
     username = username_field(body)
     password = password_field(body)
-    if wait := request.app[keys.LIMITERS].register_address.take(client_address(request)):
+    if wait := await request.app[keys.LIMITERS].register_address.take(client_address(request)):
         raise rate_limited(wait, "Too many registrations from your address; try again later.")
     password_hash = await request.app[keys.HASHER].hash(password)
     user = await accounts.create_user(
@@ -74,14 +76,14 @@ async def login(request: web.Request) -> web.Response:
     # nor many can try passwords quickly, and one cannot lock the owner out.
     limiters = request.app[keys.LIMITERS]
     address = client_address(request)
-    if wait := limiters.login_wait(username, address):
+    if wait := await limiters.login_wait(username, address):
         raise rate_limited(wait, "Too many sign-in attempts; try again later.")
     row = None
     if USERNAME_RE.fullmatch(username):
         row = await accounts.user_for_login(request.app[keys.POOL], username)
     # Verify even for an unknown user (against a dummy hash): same time, same answer.
     if not await request.app[keys.HASHER].verify(row and row["password_hash"], password):
-        limiters.login_failed(username, address)
+        await limiters.login_failed(username, address)
         raise ApiError(401, "invalid_credentials", "Wrong username or password.")
     return await _signed_in(request, user_json(row), 200)
 
@@ -97,22 +99,35 @@ async def change_password(request: web.Request) -> web.Response:
     user = current_user(request)
     limiters = request.app[keys.LIMITERS]
     address = client_address(request)
-    if wait := limiters.login_wait(user["username"], address):
+    if wait := await limiters.login_wait(user["username"], address):
         raise rate_limited(wait, "Too many wrong passwords; try again later.")
     pool, hasher = request.app[keys.POOL], request.app[keys.HASHER]
     stored = await accounts.password_hash_of(pool, user["id"])
     if not await hasher.verify(stored, current):
-        limiters.login_failed(user["username"], address)
+        await limiters.login_failed(user["username"], address)
         raise ApiError(403, "wrong_password", "The current password is not right.")
     new_hash = await hasher.hash(new_password)
-    await accounts.change_password(pool, user["id"], new_hash, request[TOKEN_HASH])
+    async with _sessions_end_everywhere(request, user["id"]):
+        await accounts.change_password(pool, user["id"], new_hash, request[TOKEN_HASH])
     request.app[keys.SESSIONS].forget(user["id"])  # here at once; elsewhere by NOTIFY
     return web.Response(status=204)
 
 
+def _sessions_end_everywhere(
+    request: web.Request, user_id: int
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """Answer only once this process has heard the NOTIFY that ends the
+    sessions (every host is signalled at the same commit), so the client's
+    next request finds them ended on every host. Not when the listener is
+    down: then no process trusts its cache anyway."""
+    listening = request.app[keys.HUB].connected.is_set()
+    return request.app[keys.SESSIONS].propagated(user_id, 1.0 if listening else 0.0)
+
+
 @routes.post("/api/logout")
 async def logout(request: web.Request) -> web.Response:
-    await accounts.end_session(request.app[keys.POOL], request[TOKEN_HASH])
+    async with _sessions_end_everywhere(request, current_user(request)["id"]):
+        await accounts.end_session(request.app[keys.POOL], request[TOKEN_HASH])
     # This process forgets it now; the others when the NOTIFY reaches them.
     request.app[keys.SESSIONS].forget(current_user(request)["id"])
     response = web.Response(status=204)

@@ -67,9 +67,10 @@ async def list_messages(request: web.Request) -> web.Response:
     return _json_text('{"messages": [' + ", ".join(page) + '], "has_more": ' + more + "}")
 
 
-def _take_write(request: web.Request) -> None:
-    """Sends, edits, deletions and reactions share the per-user write limit."""
-    if wait := request.app[keys.LIMITERS].messages_user.take(current_user(request)["id"]):
+async def _take_write(request: web.Request) -> None:
+    """Sends, edits, deletions and reactions share the per-user write limit
+    (shared by every process: await it)."""
+    if wait := await request.app[keys.LIMITERS].messages_user.take(current_user(request)["id"]):
         raise rate_limited(wait, "You are sending messages too fast; wait a moment.")
 
 
@@ -85,7 +86,7 @@ async def send_message(request: web.Request) -> web.Response:
     key = idempotency_key(request)
     author = current_user(request)
     app = request.app
-    _take_write(request)
+    await _take_write(request)
 
     # Shielded: a client that hangs up mid-request does not undo its message
     # (nor skip Otter's reply); the task runs to the end either way, held in
@@ -105,7 +106,7 @@ async def send_message(request: web.Request) -> web.Response:
 async def edit_message(request: web.Request) -> web.Response:
     channel_id, seq = path_id(request), message_seq(request)
     text = message_text(await json_object(request))
-    _take_write(request)
+    await _take_write(request)
     message = await messages.edit(
         request.app[keys.POOL], channel_id, seq, current_user(request)["id"], text
     )
@@ -115,7 +116,7 @@ async def edit_message(request: web.Request) -> web.Response:
 @routes.delete("/api/channels/{id}/messages/{seq}")
 async def delete_message(request: web.Request) -> web.Response:
     channel_id, seq = path_id(request), message_seq(request)
-    _take_write(request)
+    await _take_write(request)
     await messages.delete(request.app[keys.POOL], channel_id, seq, current_user(request)["id"])
     return web.Response(status=204)
 
@@ -123,7 +124,7 @@ async def delete_message(request: web.Request) -> web.Response:
 async def _react(request: web.Request, add: bool) -> web.Response:
     channel_id, seq = path_id(request), message_seq(request)
     emoji = emoji_value(request.match_info["emoji"])
-    _take_write(request)
+    await _take_write(request)
     await messages.react(
         request.app[keys.POOL], channel_id, seq, current_user(request)["id"], emoji, add
     )

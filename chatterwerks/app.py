@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator
 
 import aiohttp_jinja2
@@ -18,7 +20,7 @@ from chatterwerks.config import Settings, redact_url
 from chatterwerks.embedded import EmbeddedPostgres
 from chatterwerks.errors import error_middleware
 from chatterwerks.passwords import PasswordHasher
-from chatterwerks.ratelimit import Limiters
+from chatterwerks.ratelimit import Limiters, forget_full_buckets
 from chatterwerks.realtime import Hub
 from chatterwerks.sessions import SessionCache
 from chatterwerks.store import accounts
@@ -26,6 +28,7 @@ from chatterwerks.store import accounts
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+LIMITS_SWEEP_SECONDS = 300.0
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -74,6 +77,29 @@ async def close_pool(pool: asyncpg.Pool, timeout: float = 10.0) -> None:
         pool.terminate()
 
 
+async def limits_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The shared rate limits use the pool; a tracked task deletes the buckets
+    that have refilled, now and then (every process does: the DELETE is cheap
+    and idempotent)."""
+    app[keys.LIMITERS].bind(app[keys.POOL])
+
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(LIMITS_SWEEP_SECONDS * random.uniform(0.5, 1.5))
+            try:
+                await forget_full_buckets(app[keys.POOL])
+            except (asyncpg.PostgresError, *db.CONNECTION_ERRORS) as exc:
+                log.warning("could not sweep the rate limit buckets: %s", exc)
+
+    task = asyncio.create_task(sweep(), name="rate-limit-sweep")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = Hub(app[keys.DATABASE_URL], app[keys.POOL], on_sessions_changed=app[keys.SESSIONS].forget)
     app[keys.HUB] = hub
@@ -116,7 +142,7 @@ async def create_app(settings: Settings | None = None) -> web.Application:
         loader=jinja2.FileSystemLoader(BASE_DIR / "templates"),
         autoescape=jinja2.select_autoescape(default=True),
     )
-    app.cleanup_ctx.extend([database_ctx, pool_ctx, hub_ctx])
+    app.cleanup_ctx.extend([database_ctx, pool_ctx, limits_ctx, hub_ctx])
     app.on_shutdown.append(answer_waiting_polls)
     app.on_response_prepare.append(pages.security_headers)
     for table in (api_accounts.routes, api_channels.routes, api_messages.routes, pages.routes):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +23,7 @@ class SessionCache:
         self._max_entries = max_entries
         self._entries: dict[bytes, tuple[dict[str, Any], float]] = {}
         self._ended = 0  # bumps whenever sessions end: a read begun before is stale
+        self._heard: dict[int, list[asyncio.Future[None]]] = {}
 
     def get(self, digest: bytes) -> dict[str, Any] | None:
         entry = self._entries.get(digest)
@@ -48,3 +52,28 @@ class SessionCache:
             self._entries.clear()
         else:
             self._entries = {k: v for k, v in self._entries.items() if v[0]["id"] != user_id}
+        for waiting_id in list(self._heard) if user_id is None else [user_id]:
+            for future in self._heard.pop(waiting_id, []):
+                if not future.done():
+                    future.set_result(None)
+
+    @contextlib.asynccontextmanager
+    async def propagated(self, user_id: int, timeout: float) -> AsyncIterator[None]:
+        """Around a statement that ends a user's sessions and notifies every
+        process: on leaving, waits (at most `timeout`) until this process has
+        heard its own notification. Every listener is signalled at the same
+        commit, so by then the other hosts have heard it too, and the client's
+        next request, to any host, finds the session gone (docs/architecture.md)."""
+        future = asyncio.get_running_loop().create_future()
+        self._heard.setdefault(user_id, []).append(future)
+        try:
+            yield
+            if timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(future), timeout)
+        finally:
+            waiting = self._heard.get(user_id, [])
+            if future in waiting:
+                waiting.remove(future)
+                if not waiting:
+                    del self._heard[user_id]

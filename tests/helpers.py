@@ -22,33 +22,47 @@ def assert_error(body: Any, code: str) -> None:
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
-async def start_server(database_url: str, *extra: str) -> tuple[subprocess.Popen, str]:
-    """`chatterwerks serve` on a free port (argon2 made cheap, default rate
-    limits), once /healthz answers: (the process, its base URL). What it
-    prints is kept and shown if it fails to start."""
-    port = free_port()
+async def start_server(
+    database_url: str, *extra: str, host: str = "127.0.0.1", env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """`chatterwerks serve` on a free port of `host` (argon2 made cheap,
+    default rate limits unless `env` says otherwise), once /healthz answers:
+    (the process, its base URL). What it prints is kept and shown if it fails
+    to start."""
+    port = free_port(host)
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
         "CHATTERWERKS_ARGON2_TIME_COST": "1",
         "CHATTERWERKS_ARGON2_MEMORY_KIB": "64",
         "CHATTERWERKS_LOG_LEVEL": "WARNING",
+        **(env or {}),
     }
     output = tempfile.TemporaryFile()  # closed by stop_server
     process = subprocess.Popen(
-        [sys.executable, "-m", "chatterwerks", "serve", "--port", str(port), *extra],
+        [
+            sys.executable,
+            "-m",
+            "chatterwerks",
+            "serve",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            *extra,
+        ],
         env=env,
         stdout=output,
         stderr=subprocess.STDOUT,
     )
     process.output = output  # type: ignore[attr-defined]
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://{host}:{port}"
 
     def printed() -> str:
         output.seek(0)

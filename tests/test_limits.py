@@ -234,3 +234,151 @@ async def test_an_attackers_guesses_do_not_lock_the_owner_out(client_with):
     assert [await attempt("10.0.0.3", "guess-guess") for _ in range(3)] == [401] * 3
     # 6 failures from anywhere: now the username itself waits.
     assert await attempt("10.0.0.4", "right-password") == 429
+
+
+# Shared limits: the buckets live in PostgreSQL, so two apps on one database
+# (two processes, or two hosts) draw from the same bucket.
+
+
+@pytest.fixture
+def two_clients(client_with):
+    async def make(**overrides):
+        return await client_with(**overrides), await client_with(**overrides)
+
+    return make
+
+
+async def test_registrations_are_limited_across_processes(two_clients):
+    one, two = await two_clients(limit_register_address=Limit(3, 60.0))
+    await register(one, "first")
+    await register(two, "second")
+    await register(one, "third")
+    for client in (two, one):
+        response = await client.post(
+            "/api/register", json={"username": "fourth", "password": "password9"}
+        )
+        assert response.status == 429, await response.text()
+
+
+async def test_login_failures_count_across_processes(two_clients):
+    one, two = await two_clients(limit_login_failures=Limit(3, 60.0))
+    await register(one, "owner", "right-password")
+    assert (await login(one, "owner", "guess-guess")).status == 401
+    assert (await login(two, "owner", "guess-guess")).status == 401
+    assert (await login(one, "Owner", "guess-guess")).status == 401
+    # Three failures between them: both processes now refuse this address.
+    assert (await login(two, "owner", "right-password")).status == 429
+    assert (await login(one, "owner", "right-password")).status == 429
+
+
+async def _sends_until_refused(clients, limit):
+    """Sends through the clients in turn until every one has answered 429;
+    the number accepted."""
+    alice = {"Authorization": f"Bearer {await register(clients[0], 'alice')}"}
+    home = (await (await clients[0].get("/api/me", headers=alice)).json())["channels"][0]["id"]
+    path = f"/api/channels/{home}/messages"
+    accepted, refused, i = 0, set(), 0
+    while len(refused) < len(clients):
+        client = clients[i % len(clients)]
+        response = await client.post(path, json={"text": f"m{i}"}, headers=alice)
+        assert response.status in (201, 429), await response.text()
+        if response.status == 201:
+            accepted += 1
+            refused.discard(i % len(clients))
+        else:
+            refused.add(i % len(clients))
+        i += 1
+        assert i < 10 * limit.burst, "never refused"
+    return accepted
+
+
+async def test_message_limit_is_shared_by_two_processes(two_clients):
+    """A burst of 40 (leases of up to 10): through one process exactly 40
+    messages pass; through two, never more than 40, and at most 9 fewer
+    (what the other process may hold of its lease)."""
+    limit = Limit(40, 600.0)
+    one, two = await two_clients(limit_messages_user=limit)
+    assert await _sends_until_refused([one, two], limit) in range(40 - 9, 41)
+
+
+async def test_message_limit_through_one_process_is_exact(client_with):
+    limit = Limit(40, 600.0)
+    assert await _sends_until_refused([await client_with(limit_messages_user=limit)], limit) == 40
+
+
+async def test_a_lease_spares_the_database(app, client):
+    """Tokens are taken from the shared row in leases of 1, 2, 4, 8 ...: the
+    row changes only when a lease runs out, not at every request. Tokens
+    left unspent expire after one window, and the next lease is halved."""
+    now = [1000.0]
+    limiter = ratelimit.SharedLimiter("test", Limit(64, 600.0), lease_max=16)
+    limiter.clock = lambda: now[0]
+    limiter.bind(app[keys.POOL])
+    async with app[keys.POOL].acquire() as conn:
+
+        async def left() -> int:
+            tokens = await conn.fetchval("SELECT tokens FROM rate_buckets WHERE rule = 'test'")
+            return round(tokens)
+
+        seen = []
+        for _ in range(16):
+            assert await limiter.take(7) == 0
+            seen.append(await left())
+        # 1, then 2, 4, 8 at a time (the 16th take opens a lease of 16).
+        assert seen == [63, 61, 61, 57, 57, 57, 57] + [49] * 8 + [33]
+        now[0] += limiter.lease_seconds + 1  # 15 leased tokens expire unspent
+        assert await limiter.take(7) == 0
+        assert await left() == 25  # a lease of 8: halved
+        for _ in range(25 + 7):
+            assert await limiter.take(7) == 0
+        assert await limiter.take(7) == 600  # empty: a token in 600 s
+        assert await limiter.retry_after(7) == 600
+
+
+async def test_full_buckets_are_forgotten(app, client):
+    limiter = ratelimit.SharedLimiter("test", Limit(2, 0.01))
+    slow = ratelimit.SharedLimiter("slow", Limit(2, 600.0))
+    for each in (limiter, slow):
+        each.bind(app[keys.POOL])
+        assert await each.take("k") == 0
+    await asyncio.sleep(0.05)  # the fast bucket is full again
+    assert await ratelimit.forget_full_buckets(app[keys.POOL]) == 1
+    async with app[keys.POOL].acquire() as conn:
+        assert await conn.fetchval("SELECT array_agg(rule) FROM rate_buckets") == ["slow"]
+
+
+def test_bucket_keys_are_unambiguous():
+    keys_ = [("a b", "c"), ("a", "b c"), "a b c", 7, "7", ("x" * 300, "1.2.3.4")]
+    texts = [ratelimit.bucket_key(key) for key in keys_]
+    assert len(set(texts)) == len(texts)
+    assert all(len(text) <= 200 for text in texts)
+
+
+async def test_concurrent_takes_never_lose_tokens(app, client):
+    """Many takes of one bucket at once, from many connections: each waits
+    for the row lock, and one that started before the last update must not
+    count the time between as negative (it would drain the bucket)."""
+    limiter = ratelimit.SharedLimiter("test", Limit(1000, 0.000001))
+    limiter.bind(app[keys.POOL])
+    for _ in range(5):
+        waits = await asyncio.gather(*(limiter.take("k") for _ in range(20)))
+        assert waits == [0] * 20
+
+
+async def test_a_refused_key_costs_no_statement_until_it_may_go(app, client):
+    """Over the limit, the process that refused remembers until when the
+    bucket cannot have a token: a client hammering costs no statement each."""
+    now = [1000.0]
+    limiter = ratelimit.SharedLimiter("test", Limit(2, 60.0), lease_max=1)
+    limiter.clock = lambda: now[0]
+    limiter.bind(app[keys.POOL])
+    assert [await limiter.take("k") for _ in range(3)] == [0, 0, 60]
+    async with app[keys.POOL].acquire() as conn:
+        await conn.execute("DELETE FROM rate_buckets")  # were it asked, it would say: full
+        assert await limiter.take("k") == 60
+        now[0] += 30
+        assert await limiter.take("k") == 30
+        assert await limiter.retry_after("k") == 30
+        now[0] += 31
+        assert await limiter.take("k") == 0  # asks again, and gets one
+        assert await conn.fetchval("SELECT round(tokens) FROM rate_buckets") == 1
