@@ -11,14 +11,23 @@ import asyncpg
 import jinja2
 from aiohttp import web
 
-from chatterwerks import BASE_DIR, api_accounts, api_channels, api_docs, api_messages, db, keys
+from chatterwerks import (
+    BASE_DIR,
+    api_accounts,
+    api_channels,
+    api_docs,
+    api_live,
+    api_messages,
+    db,
+    keys,
+)
 from chatterwerks import web as pages
 from chatterwerks.auth import auth_middleware
 from chatterwerks.config import Settings, redact_url
 from chatterwerks.embedded import EmbeddedPostgres
 from chatterwerks.errors import error_middleware
 from chatterwerks.passwords import PasswordHasher
-from chatterwerks.ratelimit import Limiters
+from chatterwerks.ratelimit import Limiters, RateLimiter
 from chatterwerks.realtime import Hub
 from chatterwerks.sessions import SessionCache
 from chatterwerks.store import accounts
@@ -75,7 +84,14 @@ async def close_pool(pool: asyncpg.Pool, timeout: float = 10.0) -> None:
 
 
 async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
-    hub = Hub(app[keys.DATABASE_URL], app[keys.POOL], on_sessions_changed=app[keys.SESSIONS].forget)
+    settings = app[keys.SETTINGS]
+    hub = Hub(
+        app[keys.DATABASE_URL],
+        app[keys.POOL],
+        on_sessions_changed=app[keys.SESSIONS].forget,
+        presence_grace=settings.presence_grace,
+        presence_sweep=settings.presence_sweep,
+    )
     app[keys.HUB] = hub
     await hub.start()
     try:
@@ -111,6 +127,7 @@ async def create_app(settings: Settings | None = None) -> web.Application:
         settings.limit_register_address,
         settings.limit_messages_user,
     )
+    app[keys.TYPING_LIMITER] = RateLimiter(settings.limit_typing_user)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(BASE_DIR / "templates"),
@@ -122,6 +139,7 @@ async def create_app(settings: Settings | None = None) -> web.Application:
     for table in (api_accounts.routes, api_channels.routes, api_messages.routes, pages.routes):
         app.router.add_routes(table)
     app.router.add_routes(api_docs.routes)
+    app.router.add_routes(api_live.routes)
     app.router.add_static("/static", BASE_DIR / "static")
     return app
 

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from chatterwerks.config import Settings
 from chatterwerks.passwords import PasswordHasher
-from chatterwerks.ratelimit import Limiters
+from chatterwerks.ratelimit import Limiters, RateLimiter
 from chatterwerks.realtime import Hub
 from chatterwerks.sessions import SessionCache
 
@@ -19,3 +19,5 @@ HASHER = web.AppKey("hasher", PasswordHasher)
 OTTER_ID = web.AppKey("otter_id", int)
 LIMITERS = web.AppKey("limiters", Limiters)
 SESSIONS = web.AppKey("sessions", SessionCache)
+# POST /api/channels/{id}/typing, per user (settings.limit_typing_user).
+TYPING_LIMITER = web.AppKey("typing_limiter", RateLimiter)
