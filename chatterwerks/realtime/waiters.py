@@ -169,10 +169,12 @@ class Waiters:
         return taken
 
     def presence(self, user_id: int, event_json: str) -> None:
-        """Hands a presence event to every poll here that takes them (every
-        user shares Home with every other), woken after PRESENCE_BATCH."""
+        """Hands a presence event to every other user's poll here that takes
+        them (every user shares Home with every other), woken after
+        PRESENCE_BATCH."""
         for waiter in self._events_polls:
-            waiter.offer(("presence", user_id), event_json)
+            if waiter.user_id != user_id:  # their own client knows
+                waiter.offer(("presence", user_id), event_json)
         if self._presence_handle is None and self._events_polls:
             loop = asyncio.get_running_loop()
             self._presence_handle = loop.call_later(PRESENCE_BATCH, self._wake_presence)
