@@ -3,6 +3,7 @@
 import { ApiError, api, handleAuthError } from "./api.js";
 import { applyChange, endEdit } from "./changes.js";
 import { closePicker } from "./emoji.js";
+import { applyLiveEvent, isIdle, notePresence, stopTyping } from "./live.js";
 import { applyMessage, forgetChannel, switchChannel } from "./messages.js";
 import { renderSidebar } from "./sidebar.js";
 import { channelLabel, noteRead, state, upsertChannel } from "./state.js";
@@ -19,9 +20,15 @@ function applyEvents(events) {
   for (const event of events) {
     switch (event.type) {
       case "message":
+        stopTyping(event.message.channel_id, event.message.author.id);
         applyMessage(event.message);
         break;
+      case "typing":
+      case "presence":
+        applyLiveEvent(event);
+        break;
       case "channel_added": {
+        notePresence([event.channel.peer]);
         upsertChannel(event.channel);
         renderSidebar();
         break;
@@ -64,6 +71,7 @@ export function applySnapshot(me) {
   state.me = me.user;
   state.cursor = me.cursor;
   state.channels = new Map(me.channels.map((c) => [c.id, c]));
+  notePresence(me.channels.map((c) => c.peer));
   state.history = new Map();
   state.members = new Map();
   // Views of messages from before the reload go: the next switch rebuilds them.
@@ -126,7 +134,11 @@ export async function pollLoop(gen) {
         applySnapshot(me);
         reload = false;
       }
-      const query = `cursor=${encodeURIComponent(state.cursor)}&timeout=${POLL_TIMEOUT_S}`;
+      // ephemeral: typing and presence too; idle: this page's user is away.
+      const idle = isIdle();
+      const query =
+        `cursor=${encodeURIComponent(state.cursor)}&timeout=${POLL_TIMEOUT_S}` +
+        `&ephemeral=1&idle=${idle ? 1 : 0}`;
       // A user in many channels has a cursor too long for a URL: POST carries it.
       const answer =
         query.length <= MAX_QUERY_CHARS
@@ -134,7 +146,7 @@ export async function pollLoop(gen) {
           : await api(
               "POST",
               "/api/events",
-              { cursor: state.cursor, timeout: POLL_TIMEOUT_S },
+              { cursor: state.cursor, timeout: POLL_TIMEOUT_S, ephemeral: true, idle },
               controller.signal,
             );
       if (gen !== state.gen) return;
@@ -144,6 +156,11 @@ export async function pollLoop(gen) {
       applyEvents(answer.events);
     } catch (err) {
       if (gen !== state.gen) return; // signed out meanwhile: this loop is over
+      if (state.repoll) {
+        // Aborted on purpose (idleness changed): poll again now, no backoff.
+        state.repoll = false;
+        continue;
+      }
       if (handleAuthError(err)) return;
       if (err.status === 400 && err.code === "invalid_cursor") {
         reload = true;
