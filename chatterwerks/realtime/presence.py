@@ -168,6 +168,7 @@ class Presence:
             return  # reconnected meanwhile; the next turn does it
         self._resync_pid = None
         if start is None:
+            self._log = None
             return  # that listener is gone already; its successor resyncs
         server = (pid, start)
         self._dirty.clear()
