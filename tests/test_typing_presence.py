@@ -485,3 +485,27 @@ def test_fuzz_poll_flags(
     flags = "".join(f"&{k}={v}" for k, v in (("idle", idle), ("ephemeral", ephemeral)) if v)
     world.request("GET", f"/api/events?cursor={world.cursor}&timeout=0{flags}&{query}")
     world.request("POST", "/api/events", body)
+
+
+def test_typing_and_presence_settings_from_the_environment():
+    from chatterwerks.config import ConfigError, Settings
+
+    settings = Settings.from_env(
+        {
+            "CHATTERWERKS_LIMIT_TYPING_USER": "5/1",
+            "CHATTERWERKS_AWAY_AFTER": "30",
+            "CHATTERWERKS_PRESENCE_GRACE": "2.5",
+            "CHATTERWERKS_PRESENCE_SWEEP": "10",
+        }
+    )
+    assert settings.limit_typing_user == Limit(5, 1.0)
+    assert (settings.away_after, settings.presence_grace, settings.presence_sweep) == (30, 2.5, 10)
+    assert Settings.from_env({"CHATTERWERKS_LIMIT_TYPING_USER": "off"}).limit_typing_user is None
+    for name, value in (("CHATTERWERKS_AWAY_AFTER", "0"), ("CHATTERWERKS_PRESENCE_GRACE", "x")):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: value})
+
+
+async def test_the_page_carries_the_away_time(client, settings):
+    page = await (await client.get("/")).text()
+    assert f'data-away-after="{settings.away_after}"' in page
