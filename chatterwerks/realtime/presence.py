@@ -53,6 +53,12 @@ class Presence:
     _resync_pid: int | None = None
     _log: list[tuple[int, int]] | None = None  # notifications during a resync
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _writing: bool = False
+
+    @property
+    def settled(self) -> bool:
+        """Nothing waits to be written, and no write is in flight (tests)."""
+        return not self._dirty and not self._writing and self._resync_pid is None
 
     # -- polls of this process --------------------------------------------
 
@@ -134,6 +140,7 @@ class Presence:
             except TimeoutError:
                 pass
             self._wakeup.clear()
+            self._writing = True
             try:
                 if self._resync_pid is not None:
                     await self._resync()
@@ -156,6 +163,8 @@ class Presence:
                 log.warning("presence: %s", str(exc) or type(exc).__name__)
                 await asyncio.sleep(1.0)
                 self._wakeup.set()
+            finally:
+                self._writing = False
 
     async def _resync(self) -> None:
         pid = self._resync_pid
