@@ -168,6 +168,8 @@ async def _long_poll(
                 await asyncio.sleep(linger)
                 found = await read(*args)
             if found or hub.closing:
+                if found:
+                    waiter.answered()  # what it peeked at is in this answer
                 return found or empty
             remaining = deadline - loop.time()
             if remaining > 0 and not waiter.pending:
@@ -228,11 +230,11 @@ async def _read_events(waiter: Waiter, hub: Hub, user_id: int, held: list[Cursor
     while True:
         cursor, events, moved = await hub.read(user_id, held[0])
         if events:
-            return _answer(encode_cursor(cursor), waiter.take_ephemeral() + events)
+            return _answer(encode_cursor(cursor), waiter.peek_ephemeral() + events)
         if moved:
             held[0] = cursor
             continue
-        ephemeral = waiter.take_ephemeral()
+        ephemeral = waiter.peek_ephemeral()
         return _answer(encode_cursor(held[0]), ephemeral) if ephemeral else None
 
 

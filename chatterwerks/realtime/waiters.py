@@ -65,11 +65,14 @@ class Waiter:
         if len(self.ephemeral) > MAX_EPHEMERAL:
             del self.ephemeral[next(iter(self.ephemeral))]
 
-    def take_ephemeral(self) -> list[str]:
-        if not self.ephemeral:
-            return []
-        events, self.ephemeral = list(self.ephemeral.values()), None
-        return events
+    def peek_ephemeral(self) -> list[str]:
+        """The ephemeral events held, left in place: a read may be repeated
+        (a linger in a burst), and only the answer sent consumes them."""
+        return list(self.ephemeral.values()) if self.ephemeral else []
+
+    def answered(self) -> None:
+        """The poll answered, with every ephemeral event it peeked at."""
+        self.ephemeral = None
 
     @property
     def parked(self) -> bool:
