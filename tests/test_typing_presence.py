@@ -509,3 +509,22 @@ def test_typing_and_presence_settings_from_the_environment():
 async def test_the_page_carries_the_away_time(client, settings):
     page = await (await client.get("/")).text()
     assert f'data-away-after="{settings.away_after}"' in page
+
+
+def test_ephemeral_events_held_for_a_poll_are_bounded_and_kept_until_answered():
+    from chatterwerks.realtime.waiters import MAX_EPHEMERAL, Waiter
+
+    waiter = Waiter(1, [7], events_poll=True, takes_ephemeral=True)
+    waiter.offer(("typing", 7, 2), "first")
+    waiter.offer(("presence", 3), "away")
+    waiter.offer(("typing", 7, 2), "again")  # replaces the older, goes last
+    # A read repeated after a linger sees them all again ...
+    assert waiter.peek_ephemeral() == ["away", "again"]
+    assert waiter.peek_ephemeral() == ["away", "again"]
+    # ... and only the answer consumes them: a later poll gets none of them.
+    waiter.answered()
+    assert waiter.peek_ephemeral() == []
+    for user in range(MAX_EPHEMERAL + 5):
+        waiter.offer(("presence", user), str(user))
+    held = waiter.peek_ephemeral()
+    assert len(held) == MAX_EPHEMERAL and held[0] == "5"  # the oldest went
