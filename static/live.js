@@ -17,7 +17,8 @@ let idle = false;
 
 /** Seconds without input before this page reports its user away (from the page). */
 function awayAfterMs() {
-  const seconds = Number(document.body.dataset.awayAfter);
+  const meta = document.querySelector('meta[name="away-after"]');
+  const seconds = Number(meta && meta.content);
   return (Number.isFinite(seconds) && seconds > 0 ? seconds : 600) * 1000;
 }
 

@@ -508,7 +508,7 @@ def test_typing_and_presence_settings_from_the_environment():
 
 async def test_the_page_carries_the_away_time(client, settings):
     page = await (await client.get("/")).text()
-    assert f'data-away-after="{settings.away_after}"' in page
+    assert f'<meta name="away-after" content="{settings.away_after}">' in page
 
 
 def test_ephemeral_events_held_for_a_poll_are_bounded_and_kept_until_answered():
