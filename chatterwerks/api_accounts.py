@@ -141,6 +141,7 @@ async def me(request: web.Request) -> web.Response:
     same transaction, so a client that follows it misses nothing after this."""
     user = current_user(request)
     found, state = await channels.snapshot(request.app[keys.POOL], user["id"])
+    found = [request.app[keys.HUB].with_presence(channel) for channel in found]
     return web.json_response(
         {"user": user, "channels": found, "cursor": events.cursor_from_state(state)}
     )

@@ -26,7 +26,8 @@ MAX_INITIAL_MEMBERS = 100
 @routes.get("/api/channels")
 async def list_channels(request: web.Request) -> web.Response:
     found = await channels.list_channels(request.app[keys.POOL], current_user(request)["id"])
-    return web.json_response({"channels": found})
+    hub = request.app[keys.HUB]
+    return web.json_response({"channels": [hub.with_presence(c) for c in found]})
 
 
 @routes.post("/api/channels")
@@ -52,7 +53,7 @@ async def create_channel(request: web.Request) -> web.Response:
     channel = await channels.create_group(
         request.app[keys.POOL], current_user(request)["id"], name, description, members
     )
-    return web.json_response({"channel": channel}, status=201)
+    return web.json_response({"channel": request.app[keys.HUB].with_presence(channel)}, status=201)
 
 
 @routes.get("/api/channels/{id}")
@@ -60,7 +61,7 @@ async def get_channel(request: web.Request) -> web.Response:
     channel = await channels.channel_with_members(
         request.app[keys.POOL], current_user(request)["id"], path_id(request)
     )
-    return web.json_response({"channel": channel})
+    return web.json_response({"channel": request.app[keys.HUB].with_presence(channel)})
 
 
 @routes.post("/api/channels/{id}/members")
@@ -70,7 +71,7 @@ async def add_member(request: web.Request) -> web.Response:
     channel = await channels.add_member(
         request.app[keys.POOL], channel_id, current_user(request)["id"], username
     )
-    return web.json_response({"channel": channel})
+    return web.json_response({"channel": request.app[keys.HUB].with_presence(channel)})
 
 
 @routes.delete("/api/channels/{id}/members/{username}")
@@ -89,6 +90,7 @@ async def open_direct(request: web.Request) -> web.Response:
     channel, created = await channels.open_direct(
         request.app[keys.POOL], current_user(request)["id"], username
     )
+    channel = request.app[keys.HUB].with_presence(channel)
     return web.json_response({"channel": channel}, status=201 if created else 200)
 
 

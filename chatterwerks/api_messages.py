@@ -16,6 +16,7 @@ from chatterwerks.validation import (
     bad_input,
     emoji_value,
     idempotency_key,
+    idle_flag,
     int_value,
     json_object,
     message_seq,
@@ -183,7 +184,9 @@ async def poll_events(request: web.Request) -> web.Response:
     timeout = query_seconds(
         request, "timeout", settings.poll_default_timeout, settings.poll_max_timeout
     )
-    return await _poll(request, request.query.get("cursor"), timeout)
+    idle = idle_flag(request.query.get("idle"), "idle")
+    ephemeral = idle_flag(request.query.get("ephemeral"), "ephemeral")
+    return await _poll(request, request.query.get("cursor"), timeout, idle, ephemeral)
 
 
 @routes.post("/api/events")
@@ -198,13 +201,31 @@ async def poll_events_by_body(request: web.Request) -> web.Response:
     timeout = seconds_value(
         body.get("timeout"), "timeout", settings.poll_default_timeout, settings.poll_max_timeout
     )
-    return await _poll(request, cursor, timeout)
+    idle, ephemeral = body.get("idle"), body.get("ephemeral")
+    for name, value in (("idle", idle), ("ephemeral", ephemeral)):
+        if isinstance(value, str):
+            raise bad_input("invalid_" + name, f"{name} must be true or false.")
+    return await _poll(
+        request, cursor, timeout, idle_flag(idle, "idle"), idle_flag(ephemeral, "ephemeral")
+    )
 
 
-async def _poll(request: web.Request, cursor: str | None, timeout: float) -> web.Response:
+async def _poll(
+    request: web.Request,
+    cursor: str | None,
+    timeout: float,
+    idle: bool = False,
+    ephemeral: bool = False,
+) -> web.Response:
     _check_poll_cap(request, current_user(request)["id"])
     body = await events.poll_events(
-        request.app[keys.POOL], request.app[keys.HUB], current_user(request)["id"], cursor, timeout
+        request.app[keys.POOL],
+        request.app[keys.HUB],
+        current_user(request)["id"],
+        cursor,
+        timeout,
+        idle,
+        ephemeral,
     )
     # The body is assembled from JSON serialised once per change (realtime/).
     return _json_text(body)

@@ -13,7 +13,16 @@ import asyncpg
 import jinja2
 from aiohttp import web
 
-from chatterwerks import BASE_DIR, api_accounts, api_channels, api_docs, api_messages, db, keys
+from chatterwerks import (
+    BASE_DIR,
+    api_accounts,
+    api_channels,
+    api_docs,
+    api_live,
+    api_messages,
+    db,
+    keys,
+)
 from chatterwerks import web as pages
 from chatterwerks.auth import auth_middleware
 from chatterwerks.config import Settings, redact_url
@@ -101,7 +110,14 @@ async def limits_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
-    hub = Hub(app[keys.DATABASE_URL], app[keys.POOL], on_sessions_changed=app[keys.SESSIONS].forget)
+    settings = app[keys.SETTINGS]
+    hub = Hub(
+        app[keys.DATABASE_URL],
+        app[keys.POOL],
+        on_sessions_changed=app[keys.SESSIONS].forget,
+        presence_grace=settings.presence_grace,
+        presence_sweep=settings.presence_sweep,
+    )
     app[keys.HUB] = hub
     await hub.start()
     try:
@@ -136,6 +152,7 @@ async def create_app(settings: Settings | None = None) -> web.Application:
         settings.limit_login_username,
         settings.limit_register_address,
         settings.limit_messages_user,
+        settings.limit_typing_user,
     )
     aiohttp_jinja2.setup(
         app,
@@ -148,6 +165,7 @@ async def create_app(settings: Settings | None = None) -> web.Application:
     for table in (api_accounts.routes, api_channels.routes, api_messages.routes, pages.routes):
         app.router.add_routes(table)
     app.router.add_routes(api_docs.routes)
+    app.router.add_routes(api_live.routes)
     app.router.add_static("/static", BASE_DIR / "static")
     return app
 

@@ -49,6 +49,14 @@ class Settings:
     max_polls_per_user: int = 20
     # Behind a reverse proxy, the client address is the last X-Forwarded-For hop.
     trust_forwarded_for: bool = False
+    # Typing and presence (docs/architecture.md, "Ephemeral events and presence").
+    limit_typing_user: Limit | None = Limit(3, 2.0)  # a burst of 3, then one per 2 s
+    # Seconds without input before the browser client reports the user away.
+    away_after: float = 600.0
+    # Seconds a user stays online here after their last poll ended.
+    presence_grace: float = 5.0
+    # Seconds between sweeps of the presence rows of processes that died.
+    presence_sweep: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -138,6 +146,12 @@ class Settings:
             trust_forwarded_for=flag(
                 "CHATTERWERKS_TRUST_FORWARDED_FOR", defaults.trust_forwarded_for
             ),
+            limit_typing_user=limit("CHATTERWERKS_LIMIT_TYPING_USER", defaults.limit_typing_user),
+            away_after=number("CHATTERWERKS_AWAY_AFTER", defaults.away_after, float, 1),
+            presence_grace=number(
+                "CHATTERWERKS_PRESENCE_GRACE", defaults.presence_grace, float, 0.1
+            ),
+            presence_sweep=number("CHATTERWERKS_PRESENCE_SWEEP", defaults.presence_sweep, float, 1),
         )
 
     def replace(self, **changes: object) -> Settings:

@@ -22,6 +22,7 @@ import asyncpg
 
 from chatterwerks.errors import ApiError
 from chatterwerks.realtime import Cursor, Hub, Position
+from chatterwerks.realtime.waiters import Waiter
 from chatterwerks.store import channels
 
 # Version 2 codes each channel as four varints: the channel id and the
@@ -139,16 +140,22 @@ async def _long_poll(
     channel_ids: Iterable[int],
     timeout: float,
     empty: str,
+    live: tuple[bool, bool] | None,
     read: Callable[..., Awaitable[str | None]],
     *args: Any,
 ) -> str:
-    """Calls read(*args), then sleeps and reads again until it finds something
-    (its answer), time runs out or the server shuts down (`empty`). A
-    function and its arguments rather than a closure: a parked poll holds a
-    tuple, not a function object and a cell per variable."""
+    """Calls read(waiter, *args), then sleeps and reads again until it finds
+    something (its answer), time runs out or the server shuts down (`empty`).
+    A function and its arguments rather than a closure: a parked poll holds a
+    tuple, not a function object and a cell per variable. `live` None: a
+    channel tail; else an events poll's (idle, ephemeral) (docs/api.md)."""
     # Register first, then read: a commit between the read and the wait still
     # finds the waiter.
-    waiter = hub.register(user_id, channel_ids)
+    if live is None:
+        waiter = hub.register(user_id, channel_ids)
+    else:
+        waiter = hub.register_events(user_id, channel_ids, idle=live[0], ephemeral=live[1])
+    args = (waiter, *args)
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -161,6 +168,8 @@ async def _long_poll(
                 await asyncio.sleep(linger)
                 found = await read(*args)
             if found or hub.closing:
+                if found:
+                    waiter.answered()  # what it peeked at is in this answer
                 return found or empty
             remaining = deadline - loop.time()
             if remaining > 0 and not waiter.pending:
@@ -186,7 +195,13 @@ def _answer(cursor: str, events: list[str]) -> str:
 
 
 def poll_events(
-    pool: asyncpg.Pool, hub: Hub, user_id: int, cursor_text: str | None, timeout: float
+    pool: asyncpg.Pool,
+    hub: Hub,
+    user_id: int,
+    cursor_text: str | None,
+    timeout: float,
+    idle: bool = False,
+    ephemeral: bool = False,
 ) -> Awaitable[str]:
     """GET /api/events: answers at once when anything is past the cursor,
     else waits for a notification, at most timeout seconds. Awaits to JSON.
@@ -199,20 +214,28 @@ def poll_events(
     empty = _answer(cursor_text, [])
     # A list, so that a read may leave the cursor further on for the next.
     held = [cursor]
-    return _long_poll(hub, user_id, cursor, timeout, empty, _read_events, hub, user_id, held)
+    return _long_poll(
+        hub, user_id, cursor, timeout, empty, (idle, ephemeral), _read_events, hub, user_id, held
+    )
 
 
-async def _read_events(hub: Hub, user_id: int, held: list[Cursor]) -> str | None:
+async def _read_events(waiter: Waiter, hub: Hub, user_id: int, held: list[Cursor]) -> str | None:
     """The answer past the cursor, or None. Positions with nothing left to
     tell (an edit of a message deleted since) are passed over in place: the
-    poll goes on from beyond them rather than answer with no event."""
+    poll goes on from beyond them rather than answer with no event.
+
+    Ephemeral events (typing, presence) come first, and only durable events
+    move the cursor: an answer with ephemeral events alone carries the
+    cursor it was asked with (or past positions passed over)."""
     while True:
         cursor, events, moved = await hub.read(user_id, held[0])
         if events:
-            return _answer(encode_cursor(cursor), events)
-        if not moved:
-            return None
-        held[0] = cursor
+            return _answer(encode_cursor(cursor), waiter.peek_ephemeral() + events)
+        if moved:
+            held[0] = cursor
+            continue
+        ephemeral = waiter.peek_ephemeral()
+        return _answer(encode_cursor(held[0]), ephemeral) if ephemeral else None
 
 
 async def _answer_now(pool: asyncpg.Pool, user_id: int) -> str:
@@ -225,11 +248,12 @@ def poll_channel(
     """GET /api/channels/{id}/messages?after=SEQ&wait=S: the same, for one
     channel. Awaits to JSON; a non-member gets the same 404 as everywhere."""
     args = (hub, user_id, channel_id, after, limit)
-    return _long_poll(hub, user_id, (channel_id,), wait, '{"messages": []}', _read_channel, *args)
+    empty = '{"messages": []}'
+    return _long_poll(hub, user_id, (channel_id,), wait, empty, None, _read_channel, *args)
 
 
 async def _read_channel(
-    hub: Hub, user_id: int, channel_id: int, after: int, limit: int
+    _waiter: Waiter, hub: Hub, user_id: int, channel_id: int, after: int, limit: int
 ) -> str | None:
     messages = await hub.read_channel(user_id, channel_id, after, limit)
     if messages is None:

@@ -9,9 +9,6 @@ tokens expire unspent after one bucket window (`burst * interval`), which
 bounds the slack whatever the number of processes: in any T seconds at most
 `burst + T / interval + min(processes * lease_max, burst)` requests pass
 (docs/architecture.md, "Rate limits shared by every process").
-
-`RateLimiter` is the older in-process bucket (per process: W workers on H
-hosts allow W x H times its limit); kept for best-effort rules.
 """
 
 from __future__ import annotations
@@ -45,51 +42,6 @@ class Limit:
         if value.burst < 1 or not value.interval > 0:
             raise ValueError(spec)
         return value
-
-
-class RateLimiter:
-    """Buckets by key (an address, a username, a user id), bounded in memory,
-    in this process only."""
-
-    def __init__(self, limit: Limit | None, max_keys: int = 100_000) -> None:
-        self.limit = limit
-        self._max_keys = max_keys
-        self._buckets: dict[object, tuple[float, float]] = {}  # key -> (tokens, at)
-
-    def _tokens(self, key: object, now: float) -> float:
-        assert self.limit is not None
-        tokens, at = self._buckets.get(key, (self.limit.burst, now))
-        return min(self.limit.burst, tokens + (now - at) / self.limit.interval)
-
-    def retry_after(self, key: object) -> int:
-        """0 if a request may go now, else whole seconds until it may (no token taken)."""
-        if self.limit is None:
-            return 0
-        tokens = self._tokens(key, time.monotonic())
-        return 0 if tokens >= 1 else math.ceil((1 - tokens) * self.limit.interval)
-
-    def take(self, key: object) -> int:
-        """Takes a token if there is one: 0, else the seconds to wait (see retry_after)."""
-        if self.limit is None:
-            return 0
-        now = time.monotonic()
-        tokens = self._tokens(key, now)
-        if tokens < 1:
-            return math.ceil((1 - tokens) * self.limit.interval)
-        if len(self._buckets) >= self._max_keys and key not in self._buckets:
-            self._forget_full(now)
-        self._buckets[key] = (tokens - 1, now)
-        return 0
-
-    def _forget_full(self, now: float) -> None:
-        """Drops buckets that have refilled (they hold no information), and if
-        that is not enough, the oldest half: memory stays bounded under attack."""
-        assert self.limit is not None
-        full_after = self.limit.burst * self.limit.interval
-        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full_after}
-        if len(self._buckets) >= self._max_keys:
-            oldest = sorted(self._buckets.items(), key=lambda item: item[1][1])
-            self._buckets = dict(oldest[len(oldest) // 2 :])
 
 
 def bucket_key(key: object) -> str:
@@ -239,6 +191,7 @@ class Limiters:
         login_username: Limit | None,
         register_address: Limit | None,
         messages_user: Limit | None,
+        typing_user: Limit | None = None,
     ) -> None:
         # Sign-ins and registrations are rare and guard against guessing: a
         # token per request, exact. Messages are frequent: leased.
@@ -249,6 +202,9 @@ class Limiters:
         self.messages_user = SharedLimiter(
             "messages_user", messages_user, lease_max_for(messages_user)
         )
+        # Typing notices: each is a NOTIFY to every process, so the limit holds
+        # across hosts too; leased like messages (a token each while small).
+        self.typing_user = SharedLimiter("typing_user", typing_user, lease_max_for(typing_user))
 
     def shared(self) -> list[SharedLimiter]:
         return [value for value in vars(self).values() if isinstance(value, SharedLimiter)]

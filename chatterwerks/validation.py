@@ -218,3 +218,15 @@ def path_id(request: web.Request, name: str = "id") -> int:
     if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
         raise ApiError(404, "channel_not_found", "No such channel.")
     return int(raw)
+
+
+def idle_flag(raw: object, name: str) -> bool:
+    """A flag of the events poll (`idle`, `ephemeral`): true/false in a JSON
+    body, or 1/0/true/false in a query; absent means false."""
+    if raw is None or raw == "":
+        return False
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw in ("1", "true", "0", "false"):
+        return raw in ("1", "true")
+    raise bad_input("invalid_" + name, f"{name} must be true or false (1 or 0 in a query).")

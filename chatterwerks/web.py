@@ -84,7 +84,12 @@ async def chat_page(request: web.Request) -> web.Response:
     """The one page of the browser client: sign-in and chat (static/app.js
     decides). It says whether the session cookie is good (data-signed-in), so
     a signed-out page shows the form without a failing GET /api/me."""
-    context = {"version": static_version(), "signed_in": await signed_in(request)}
+    context = {
+        "version": static_version(),
+        "signed_in": await signed_in(request),
+        # Seconds without input before the page reports its user away (live.js).
+        "away_after": request.app[keys.SETTINGS].away_after,
+    }
     response = aiohttp_jinja2.render_template("chat.html", request, context)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["Vary"] = "Cookie"

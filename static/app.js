@@ -18,6 +18,7 @@
 //   dialogs.js   "find people" and "create a channel"
 //   poll.js      the long-poll loop: the only /api/events request, ever
 //   notify.js    notification settings, desktop notifications, title/favicon counts, read-all
+//   live.js      typing and presence (ephemeral events), and this page's idleness
 // The view modules call one another (a channel switch updates them all). Those
 // import cycles are harmless: at import time modules only declare things, and
 // this module starts the page once every module is loaded. Relative imports
@@ -45,6 +46,7 @@ import {
   refreshDirectResults,
 } from "./dialogs.js";
 import { closePicker, pickerOpen, wirePicker } from "./emoji.js";
+import { composerTyped, resetLive, typingSent, watchIdleness } from "./live.js";
 import { addMember, refreshMemberOptions, removeMember } from "./members.js";
 import { attachMentionPicker } from "./mention.js";
 import { loadMoreMentions, openMentions } from "./mentions.js";
@@ -69,6 +71,7 @@ function stopSession() {
   state.pollAbort = null;
   if (state.wake) state.wake();
   resetState();
+  resetLive();
   sidebarItems.clear();
   for (const id of ["home-list", "group-list", "direct-list", "message-list", "member-list"]) {
     $(id).replaceChildren();
@@ -149,7 +152,9 @@ function wire() {
   $("composer-input").addEventListener("input", () => {
     updateSendButton();
     if ($("composer-error").textContent) $("composer-error").textContent = "";
+    composerTyped(state.currentId, $("composer-input").value);
   });
+  $("composer").addEventListener("submit", typingSent);
 
   $("thread-composer").addEventListener("submit", sendReply);
   attachMentionPicker($("thread-input"), () => state.thread && state.thread.channelId);
@@ -252,6 +257,7 @@ function wire() {
 
 onSessionEnded(signedOut);
 wire();
+watchIdleness();
 setAuthMode("login");
 // The server tells the page whether its session cookie is good, so a signed-out
 // visit shows the form without a failing GET /api/me (and its console error).

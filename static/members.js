@@ -1,6 +1,7 @@
 // The member list of a channel: direct messages, adding and removing members, user search.
 
 import { api, handleAuthError } from "./api.js";
+import { notePresence, presenceDot } from "./live.js";
 import { forgetChannel, switchChannel } from "./messages.js";
 import { renderHeader, renderSidebar, setMembersOpen } from "./sidebar.js";
 import { state, upsertChannel } from "./state.js";
@@ -24,6 +25,7 @@ export async function loadMembers(id) {
     const { channel } = await api("GET", `/api/channels/${id}`);
     if (gen !== state.gen || !state.channels.has(id)) return;
     state.members.set(id, channel.members);
+    notePresence([...channel.members, channel.peer]);
     upsertChannel(channel);
     renderSidebar(); // its counts (unread, mentions) are the server's newest
     if (state.currentId === id) {
@@ -63,6 +65,7 @@ export function renderMembers() {
           onclick: () => openDirect(user.username),
         },
         avatar(user),
+        presenceDot(user),
         h("span", { class: "member-name" }, user.username),
         user.is_bot ? h("span", { class: "tag tag-bot" }, "bot") : null,
         isMe ? h("span", { class: "tag tag-you" }, "you") : null,
@@ -146,6 +149,7 @@ export async function addMember(event) {
     if (gen !== state.gen) return;
     input.value = "";
     state.members.set(id, channel.members);
+    notePresence([...channel.members, channel.peer]);
     upsertChannel(channel);
     if (state.currentId === id) renderMembers();
   } catch (err) {

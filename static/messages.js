@@ -2,6 +2,7 @@
 
 import { api, handleAuthError } from "./api.js";
 import { updateSendButton } from "./composer.js";
+import { renderTyping } from "./live.js";
 import { loadMembers, renderMembers } from "./members.js";
 import { narrow, renderHeader, renderSidebar, setNavOpen } from "./sidebar.js";
 import {
@@ -46,6 +47,7 @@ function dayLabel(date) {
 export function switchChannel(id, { focus = true } = {}) {
   const channel = state.channels.get(id);
   if (!channel) return;
+  queueMicrotask(renderTyping); // once currentId is the new channel
   // Switching channels only changes what is shown: it never touches the poll.
   if (state.currentId !== null && state.currentId !== id) {
     saveScroll();

@@ -3,6 +3,7 @@
 import { ApiError, api, handleAuthError } from "./api.js";
 import { applyChange, endEdit } from "./changes.js";
 import { closePicker } from "./emoji.js";
+import { applyLiveEvent, isIdle, notePresence, stopTyping } from "./live.js";
 import { applyMessage, forgetChannel, switchChannel } from "./messages.js";
 import { noteSnapshot, notifyMessage } from "./notify.js";
 import { renderSidebar } from "./sidebar.js";
@@ -21,9 +22,15 @@ function applyEvents(events) {
     switch (event.type) {
       case "message":
         notifyMessage(event.message); // while the tab is hidden, if it warrants one
+        stopTyping(event.message.channel_id, event.message.author.id);
         applyMessage(event.message);
         break;
+      case "typing":
+      case "presence":
+        applyLiveEvent(event);
+        break;
       case "channel_added": {
+        notePresence([event.channel.peer]);
         upsertChannel(event.channel);
         renderSidebar();
         break;
@@ -67,6 +74,7 @@ export function applySnapshot(me) {
   state.cursor = me.cursor;
   state.channels = new Map(me.channels.map((c) => [c.id, c]));
   noteSnapshot(me.channels); // what the page holds now never notifies
+  notePresence(me.channels.map((c) => c.peer));
   state.history = new Map();
   state.members = new Map();
   // Views of messages from before the reload go: the next switch rebuilds them.
@@ -129,7 +137,11 @@ export async function pollLoop(gen) {
         applySnapshot(me);
         reload = false;
       }
-      const query = `cursor=${encodeURIComponent(state.cursor)}&timeout=${POLL_TIMEOUT_S}`;
+      // ephemeral: typing and presence too; idle: this page's user is away.
+      const idle = isIdle();
+      const query =
+        `cursor=${encodeURIComponent(state.cursor)}&timeout=${POLL_TIMEOUT_S}` +
+        `&ephemeral=1&idle=${idle ? 1 : 0}`;
       // A user in many channels has a cursor too long for a URL: POST carries it.
       const answer =
         query.length <= MAX_QUERY_CHARS
@@ -137,7 +149,7 @@ export async function pollLoop(gen) {
           : await api(
               "POST",
               "/api/events",
-              { cursor: state.cursor, timeout: POLL_TIMEOUT_S },
+              { cursor: state.cursor, timeout: POLL_TIMEOUT_S, ephemeral: true, idle },
               controller.signal,
             );
       if (gen !== state.gen) return;
@@ -147,6 +159,11 @@ export async function pollLoop(gen) {
       applyEvents(answer.events);
     } catch (err) {
       if (gen !== state.gen) return; // signed out meanwhile: this loop is over
+      if (state.repoll) {
+        // Aborted on purpose (idleness changed): poll again now, no backoff.
+        state.repoll = false;
+        continue;
+      }
       if (handleAuthError(err)) return;
       if (err.status === 400 && err.code === "invalid_cursor") {
         reload = true;

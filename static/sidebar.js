@@ -1,5 +1,6 @@
 // The sidebar (channel list and unread badges), the channel header, the tab title, the drawers.
 
+import { presenceDot } from "./live.js";
 import { switchChannel } from "./messages.js";
 import { isMuted, renderCounts, renderNotifySetting } from "./notify.js";
 import { channelLabel, mentionsOf, sortedChannels, state, unreadOf } from "./state.js";
@@ -23,7 +24,7 @@ function sidebarItem(channel) {
   if (channel.kind === "home") {
     button.append(h("span", { class: "chan-icon" }, icon(...ICONS.home)));
   } else if (channel.kind === "direct" && channel.peer) {
-    button.append(avatar(channel.peer, "chan-icon"));
+    button.append(avatar(channel.peer, "chan-icon"), presenceDot(channel.peer));
   } else {
     button.append(h("span", { class: "chan-icon", "aria-hidden": "true" }, "#"));
   }

@@ -27,6 +27,7 @@ export const state = {
   // The message being edited in place: null, or { channelId, seq, form, input, origin }.
   editing: null,
   pollAbort: null, // AbortController of the poll in flight
+  repoll: false, // the poll was aborted on purpose (idleness changed): poll again now
   wake: null, // resolves the backoff wait early (the browser came back online)
   lastScrollTop: 0,
 };

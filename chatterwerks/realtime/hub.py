@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import asyncpg
 
 from chatterwerks.db import connect
 from chatterwerks.realtime.cache import CachedMessage, MessageCache
 from chatterwerks.realtime.listener import APPLICATION_NAME, Connect, Listener
+from chatterwerks.realtime.presence import Presence
 from chatterwerks.realtime.view import Cursor, View
 from chatterwerks.realtime.waiters import LINGER, Waiter, Waiters
+from chatterwerks.store.live import STATES
 
 __all__ = ["APPLICATION_NAME", "Hub"]
 
@@ -42,6 +45,8 @@ class Hub:
         max_backoff: float = 5.0,
         max_users: int = 50_000,
         connect: Connect = connect,
+        presence_grace: float = 5.0,
+        presence_sweep: float = 60.0,
     ) -> None:
         # Told of a user's sessions ending (user id), or None: forget them all.
         self._on_sessions_changed = on_sessions_changed
@@ -58,7 +63,12 @@ class Hub:
             max_backoff=max_backoff,
             connect=connect,
         )
+        self.presence = Presence(
+            pool, APPLICATION_NAME, grace=presence_grace, sweep_interval=presence_sweep
+        )
+        self._view.decorate = self.with_presence
         self._task: asyncio.Task[None] | None = None
+        self._presence_task: asyncio.Task[None] | None = None
         self._prefetches: set[asyncio.Task[object]] = set()
         self.closing = False
         self.connected = asyncio.Event()
@@ -70,8 +80,35 @@ class Hub:
         and the wait still finds it. Always unregister (try/finally)."""
         return self._waiters.register(user_id, channel_ids)
 
+    def register_events(
+        self, user_id: int, channel_ids: Iterable[int], *, idle: bool, ephemeral: bool
+    ) -> Waiter:
+        """Parks an events poll: it holds its user online (away if idle) in
+        this process, and if `ephemeral`, takes typing and presence events."""
+        waiter = self._waiters.register(
+            user_id, channel_ids, events_poll=True, idle=idle, takes_ephemeral=ephemeral
+        )
+        self.presence.poll_started(user_id, idle)
+        return waiter
+
     def unregister(self, waiter: Waiter) -> None:
         self._waiters.unregister(waiter)
+        if waiter.events_poll:
+            self.presence.poll_ended(waiter.user_id, waiter.idle)
+
+    def presence_of(self, user_id: int) -> str:
+        """'online', 'away' or 'offline', as the notifications last said."""
+        return self.presence.state_of(user_id)
+
+    def with_presence(self, channel: dict[str, Any]) -> dict[str, Any]:
+        """Adds "presence" to a channel's members and to a direct channel's
+        peer (docs/api.md); returns the same dict."""
+        peer = channel.get("peer")
+        if isinstance(peer, dict):
+            peer["presence"] = self.presence_of(peer["id"])
+        for member in channel.get("members", ()):
+            member["presence"] = self.presence_of(member["id"])
+        return channel
 
     async def read(self, user_id: int, cursor: Cursor) -> tuple[Cursor, list[str], bool]:
         """Everything past the cursor: the new cursor, the events as JSON, and
@@ -149,9 +186,33 @@ class Hub:
                 self._waiters.wake_user(user_id)
             elif kind == "s":
                 self._on_sessions_changed(int(rest))
+            elif kind == "t":
+                channel_text, user_text, user_json = rest.split(":", 2)
+                channel_id = int(channel_text)
+                if self._waiters.watched(channel_id):
+                    event = (
+                        '{"type": "typing", "channel_id": '
+                        + str(channel_id)
+                        + ', "user": '
+                        + user_json
+                        + "}"
+                    )
+                    self._waiters.typing(channel_id, int(user_text), event)
+            elif kind == "p":
+                user_text, state_text, user_json = rest.split(":", 2)
+                user_id, state = int(user_text), STATES[state_text]
+                self.presence.notified(user_id, state)
+                event = (
+                    '{"type": "presence", "user": '
+                    + user_json
+                    + ', "presence": "'
+                    + state_text
+                    + '"}'
+                )
+                self._waiters.presence(user_id, event)
             else:
                 log.warning("ignoring notification %r", payload[:100])
-        except ValueError:
+        except (ValueError, KeyError):
             log.warning("ignoring malformed notification %r", payload[:100])
 
     def _change_committed(self, channel_id: int, seq: int, change: str) -> None:
@@ -192,6 +253,7 @@ class Hub:
         self._view.invalidate()
         self._on_sessions_changed(None)
         self._view.valid = True
+        self.presence.connected(self._listener.server_pid)
         self.connected.set()
         self._waiters.wake_all()
 
@@ -199,6 +261,7 @@ class Hub:
         self.connected.clear()
         self._view.valid = False
         self._view.invalidate()
+        self.presence.lost()
 
     def _on_ping(self) -> None:
         self.cache.forget_idle(CACHE_IDLE)
@@ -206,12 +269,17 @@ class Hub:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listener.run(), name="chatterwerks-listener")
+        self._presence_task = asyncio.create_task(self.presence.run(), name="chatterwerks-presence")
 
     async def close(self) -> None:
         """Answers every parked poll at once, then stops the listener and
         every read in flight, and waits for them."""
         self.closing = True
         self._waiters.close()
+        if self._presence_task is not None:
+            self._presence_task.cancel()
+            await asyncio.gather(self._presence_task, return_exceptions=True)
+        await self.presence.close()
         tasks = [t for t in (self._task, *self._prefetches) if t is not None]
         for task in tasks:
             task.cancel()

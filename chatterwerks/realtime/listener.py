@@ -51,6 +51,7 @@ class Listener:
         self._connect = connect
         self.connections_made = 0
         self.failures = 0  # in a row
+        self.server_pid: int | None = None  # the backend of the live connection
 
     async def run(self) -> None:
         while True:
@@ -64,6 +65,7 @@ class Listener:
                 await conn.add_listener(CHANNEL, self._notified)
                 self.connections_made += 1
                 self.failures = 0
+                self.server_pid = conn.get_server_pid()
                 if self.connections_made > 1:
                     log.info("listener reconnected; every waiter re-reads")
                 self._on_connected()

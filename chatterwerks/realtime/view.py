@@ -19,7 +19,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import OrderedDict
+from collections.abc import Callable
 from itertools import takewhile
+from typing import Any
 
 import asyncpg
 
@@ -76,6 +78,8 @@ class View:
         self._user_versions: dict[int, int] = {}
         self.cache = MessageCache(self._load)
         self.prefetching: dict[int, int] = {}  # channel id -> prefetches in flight
+        # Adds what is not in the database's channel JSON (presence; hub.py).
+        self.decorate: Callable[[dict[str, Any]], dict[str, Any]] = lambda channel: channel
 
     async def _load(
         self, reader_id: int, channel_id: int, after: int, upto: int
@@ -240,7 +244,8 @@ class View:
                     row["subscription_id"], row["joined_seq"], row["last_read_seq"]
                 )
                 last_seqs[row["id"]] = max(last_seqs.get(row["id"], 0), row["last_seq"])
-                events.append(json.dumps({"type": "channel_added", "channel": channel_json(row)}))
+                channel = self.decorate(channel_json(row))
+                events.append(json.dumps({"type": "channel_added", "channel": channel}))
         for channel_id, position in cursor.items():
             membership = state.get(channel_id)
             if membership is not None and membership.last_read_seq > position.read_seq:

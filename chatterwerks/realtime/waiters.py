@@ -10,19 +10,69 @@ from collections.abc import Iterable
 # that one answer carries several messages.
 BURST_GAP = 0.005
 LINGER = 0.050
+# Presence changes are gathered this long before they wake a poll: a wave of
+# them (a deploy, a network blip) costs each poll one answer, not one each.
+PRESENCE_BATCH = 0.5
+# Ephemeral events held for one poll at most (the newest win).
+MAX_EPHEMERAL = 200
 
 
 class Waiter:
     """One parked long-poll."""
 
-    __slots__ = ("_future", "_timer", "channel_ids", "pending", "user_id")
+    __slots__ = (
+        "_future",
+        "_timer",
+        "channel_ids",
+        "ephemeral",
+        "events_poll",
+        "idle",
+        "pending",
+        "takes_ephemeral",
+        "user_id",
+    )
 
-    def __init__(self, user_id: int, channel_ids: Iterable[int]) -> None:
+    def __init__(
+        self,
+        user_id: int,
+        channel_ids: Iterable[int],
+        *,
+        events_poll: bool = False,
+        idle: bool = False,
+        takes_ephemeral: bool = False,
+    ) -> None:
         self.user_id = user_id
         self.channel_ids = tuple(channel_ids)
         self.pending = False  # woken since it last looked
+        # An events poll counts for its user's presence; one that asked for
+        # them also takes typing and presence events. A channel tail does not.
+        self.events_poll = events_poll
+        self.idle = idle
+        self.takes_ephemeral = takes_ephemeral
+        # Ephemeral events waiting for this poll's next read, by what they
+        # are about (a newer one of a kind replaces the older), as JSON.
+        self.ephemeral: dict[tuple[object, ...], str] | None = None
         self._future: asyncio.Future[bool] | None = None
         self._timer: asyncio.TimerHandle | None = None
+
+    def offer(self, key: tuple[object, ...], event_json: str) -> None:
+        """Holds an ephemeral event for the next read; never blocks, never
+        grows past MAX_EPHEMERAL (the oldest go)."""
+        if self.ephemeral is None:
+            self.ephemeral = {}
+        self.ephemeral.pop(key, None)
+        self.ephemeral[key] = event_json
+        if len(self.ephemeral) > MAX_EPHEMERAL:
+            del self.ephemeral[next(iter(self.ephemeral))]
+
+    def peek_ephemeral(self) -> list[str]:
+        """The ephemeral events held, left in place: a read may be repeated
+        (a linger in a burst), and only the answer sent consumes them."""
+        return list(self.ephemeral.values()) if self.ephemeral else []
+
+    def answered(self) -> None:
+        """The poll answered, with every ephemeral event it peeked at."""
+        self.ephemeral = None
 
     @property
     def parked(self) -> bool:
@@ -73,18 +123,70 @@ class Waiters:
         self._soon_handle: asyncio.Handle | None = None
         self._later: set[int] = set()
         self._later_handle: asyncio.TimerHandle | None = None
+        self._events_polls: set[Waiter] = set()
+        self._presence_handle: asyncio.TimerHandle | None = None
 
-    def register(self, user_id: int, channel_ids: Iterable[int]) -> Waiter:
-        waiter = Waiter(user_id, channel_ids)
+    def register(
+        self,
+        user_id: int,
+        channel_ids: Iterable[int],
+        *,
+        events_poll: bool = False,
+        idle: bool = False,
+        takes_ephemeral: bool = False,
+    ) -> Waiter:
+        waiter = Waiter(
+            user_id,
+            channel_ids,
+            events_poll=events_poll,
+            idle=idle,
+            takes_ephemeral=takes_ephemeral,
+        )
         self._by_user.setdefault(user_id, set()).add(waiter)
         for channel_id in waiter.channel_ids:
             self._by_channel.setdefault(channel_id, set()).add(waiter)
+        if takes_ephemeral:
+            self._events_polls.add(waiter)
         return waiter
 
     def unregister(self, waiter: Waiter) -> None:
         _discard(self._by_user, waiter.user_id, waiter)
         for channel_id in waiter.channel_ids:
             _discard(self._by_channel, channel_id, waiter)
+        self._events_polls.discard(waiter)
+
+    # -- ephemeral events ---------------------------------------------------
+
+    def typing(self, channel_id: int, user_id: int, event_json: str) -> int:
+        """Hands a typing event to the parked events polls of the channel's
+        other members, and wakes them now. Only parked ones: a parked poll's
+        read found it a member, and a removal since would have woken it (its
+        'u:' notification comes before any later typing), so a removed
+        member never sees it. Returns how many polls took it."""
+        taken = 0
+        for waiter in self._by_channel.get(channel_id, ()):
+            if waiter.takes_ephemeral and waiter.parked and waiter.user_id != user_id:
+                waiter.offer(("typing", channel_id, user_id), event_json)
+                waiter.wake()
+                taken += 1
+        return taken
+
+    def presence(self, user_id: int, event_json: str) -> None:
+        """Hands a presence event to every other user's poll here that takes
+        them (every user shares Home with every other), woken after
+        PRESENCE_BATCH."""
+        for waiter in self._events_polls:
+            if waiter.user_id != user_id:  # their own client knows
+                waiter.offer(("presence", user_id), event_json)
+        if self._presence_handle is None and self._events_polls:
+            loop = asyncio.get_running_loop()
+            self._presence_handle = loop.call_later(PRESENCE_BATCH, self._wake_presence)
+
+    def _wake_presence(self) -> None:
+        self._presence_handle = None
+        for waiter in self._events_polls:
+            if waiter.ephemeral:
+                waiter.wake()
 
     def watched(self, channel_id: int) -> bool:
         return channel_id in self._by_channel
@@ -163,10 +265,10 @@ class Waiters:
             self.wake_channel(channel_id)
 
     def close(self) -> None:
-        for handle in (self._soon_handle, self._later_handle):
+        for handle in (self._soon_handle, self._later_handle, self._presence_handle):
             if handle is not None:
                 handle.cancel()
-        self._soon_handle = self._later_handle = None
+        self._soon_handle = self._later_handle = self._presence_handle = None
         self.wake_all()
 
 
