@@ -49,8 +49,18 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
+    def database_answered() -> None:
+        # A new connection: the database is back (after a restart or a
+        # failover); the listener, if backing off, reconnects now.
+        if keys.HUB in app:
+            app[keys.HUB].database_answered()
+
     pool = await db.create_pool(
-        app[keys.DATABASE_URL], settings.pool_min_size, settings.pool_max_size
+        app[keys.DATABASE_URL],
+        settings.pool_min_size,
+        settings.pool_max_size,
+        pgbouncer=settings.pgbouncer,
+        on_connect=database_answered,
     )
     app[keys.POOL] = pool
     otter_id = await accounts.otter_id(pool)
@@ -75,7 +85,9 @@ async def close_pool(pool: asyncpg.Pool, timeout: float = 10.0) -> None:
 
 
 async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
-    hub = Hub(app[keys.DATABASE_URL], app[keys.POOL], on_sessions_changed=app[keys.SESSIONS].forget)
+    # LISTEN needs a session of its own: past PgBouncer, straight to PostgreSQL.
+    listen_url = app[keys.SETTINGS].listen_url or app[keys.DATABASE_URL]
+    hub = Hub(listen_url, app[keys.POOL], on_sessions_changed=app[keys.SESSIONS].forget)
     app[keys.HUB] = hub
     await hub.start()
     try:
