@@ -49,6 +49,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
+
     def database_answered() -> None:
         # A new connection: the database is back (after a restart or a
         # failover); the listener, if backing off, reconnects now.
