@@ -128,19 +128,26 @@ async def create_pool(
         if on_connect is not None:
             on_connect()
 
-    return await asyncpg.create_pool(
-        url,
-        min_size=min_size,
-        max_size=max_size,
-        # Connecting (to every host of the URL in turn) gives up after 5 s.
-        timeout=5,
-        # A query that runs this long is a fault, not a workload.
-        command_timeout=30,
-        reset=_rollback_if_needed,
-        init=connected,
-        **session_attrs(url),
-        **per_connection,
-    )
+    try:
+        return await asyncpg.create_pool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            # Connecting (to every host of the URL in turn) gives up after 5 s.
+            timeout=5,
+            # A query that runs this long is a fault, not a workload.
+            command_timeout=30,
+            reset=_rollback_if_needed,
+            init=connected,
+            **session_attrs(url),
+            **per_connection,
+        )
+    except asyncpg.ProtocolViolationError as exc:
+        if "startup parameter" not in str(exc):
+            raise
+        raise DatabaseUnavailable(
+            f"{exc}: is DATABASE_URL a PgBouncer? Then set CHATTERWERKS_PGBOUNCER=1"
+        ) from None
 
 
 async def _rollback_if_needed(conn: asyncpg.Connection) -> None:

@@ -7,12 +7,14 @@ temporary directory, removed (servers stopped first) by close()."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from helpers import free_port
@@ -27,11 +29,12 @@ def require_pg_binaries() -> None:
         pytest.skip(f"no PostgreSQL binaries in {PG_BIN} (apt-get install postgresql-15)")
 
 
-def _as_owner() -> dict[str, object]:
-    """Popen's arguments to run as the postgres OS user when we are root (in
-    CI), as ourselves otherwise; from a directory that user may enter."""
+def _as_owner(user: str = OS_USER) -> dict[str, object]:
+    """Popen's arguments to run as that OS user when we are root (in CI), as
+    ourselves otherwise; from a directory that user may enter."""
     if os.geteuid() == 0:
-        return {"user": OS_USER, "group": OS_USER, "extra_groups": [], "cwd": "/"}
+        entry = pwd.getpwnam(user)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [], "cwd": "/"}
     return {}
 
 
@@ -120,7 +123,6 @@ class Clusters:
     PgBouncer; close() stops whatever runs there and removes it."""
 
     def __init__(self) -> None:
-        require_pg_binaries()
         self.base = Path(tempfile.mkdtemp(prefix="chatterwerks-pg-"))
         if os.geteuid() == 0:
             shutil.chown(self.base, OS_USER, OS_USER)
@@ -128,6 +130,7 @@ class Clusters:
         self.bouncer: subprocess.Popen | None = None
 
     def primary(self, name: str = "primary", **settings: str) -> Node:
+        require_pg_binaries()
         node = Node(self.base, name)
         self.nodes.append(node)
         _run(
@@ -168,15 +171,28 @@ class Clusters:
         node.start()
         return node
 
-    def pgbouncer(self, host: str, port: int, database: str) -> int:
-        """PgBouncer in transaction mode on a free port, in front of database."""
+    def pgbouncer(self, url: str) -> str:
+        """PgBouncer in transaction mode on a free port, in front of the
+        database of url (which it logs in to with url's credentials); the
+        URL to reach that database through it."""
+        if not Path(PGBOUNCER).exists():
+            pytest.skip("no pgbouncer (apt-get install pgbouncer)")
+        parts = urlsplit(url)
+        database = parts.path.lstrip("/")
+        user = parts.username or "postgres"
         listen = free_port()
         ini = self.base / "pgbouncer.ini"
         users = self.base / "userlist.txt"
-        users.write_text('"postgres" ""\n')
+        users.write_text(f'"{user}" ""\n')
+        # The embedded server's URL names its socket directory: ?host=/dir
+        host = parse_qs(parts.query).get("host", [parts.hostname or "127.0.0.1"])[0]
+        server = f"host={host} port={parts.port or 5432} dbname={database} user={user}"
+        if parts.password:
+            server += f" password={parts.password}"
+        self.bouncer_log = self.base / "pgbouncer.log"
         ini.write_text(
             "[databases]\n"
-            f"{database} = host={host} port={port} dbname={database}\n"
+            f"{database} = {server}\n"
             "[pgbouncer]\n"
             f"listen_addr = 127.0.0.1\nlisten_port = {listen}\n"
             f"unix_socket_dir = {self.base}\n"
@@ -184,18 +200,23 @@ class Clusters:
             f"auth_file = {users}\n"
             "pool_mode = transaction\n"
             "default_pool_size = 10\nmax_client_conn = 200\n"
-            f"logfile = {self.base / 'pgbouncer.log'}\n"
+            f"logfile = {self.bouncer_log}\n"
         )
+        # As the owner of the server's socket directory (the embedded
+        # server's is private to its own OS user), else as postgres.
+        owner = OS_USER
+        if host.startswith("/"):
+            owner = pwd.getpwuid(os.stat(host).st_uid).pw_name
         if os.geteuid() == 0:
-            for path in (ini, users):
-                shutil.chown(path, OS_USER, OS_USER)
+            for path in (self.base, ini, users):
+                os.chown(path, pwd.getpwnam(owner).pw_uid, pwd.getpwnam(owner).pw_gid)
         self.bouncer = subprocess.Popen(
             [PGBOUNCER, str(ini)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
-            **_as_owner(),
+            **_as_owner(owner),
         )
-        return listen
+        return f"postgresql://{user}@127.0.0.1:{listen}/{database}"
 
     def close(self) -> None:
         try:

@@ -19,6 +19,7 @@ from helpers import start_server, stop_server
 from pgcluster import Clusters, Node
 
 from chatterwerks import db
+from chatterwerks.realtime.listener import Listener
 
 SENDERS = 3
 RETRY_PAUSE = 0.05
@@ -274,3 +275,41 @@ async def test_sigkilled_primary_loses_nothing_acknowledged(pair):
 async def test_planned_switchover_loses_nothing(pair):
     # No target_session_attrs in the URL: chatterwerks asks for read-write itself.
     await run_failover(pair, planned=True, url_query="")
+
+
+async def test_a_pool_connection_wakes_the_listener_out_of_its_backoff(database_url):
+    """The database answers again: the listener reconnects at once, not at
+    the end of its backoff (here half an hour at least), and a LISTEN
+    refused in the meantime is retried like a lost connection."""
+    down = True
+    attempts = 0
+
+    async def flaky_connect(url: str, **kwargs: object) -> asyncpg.Connection:
+        nonlocal attempts
+        attempts += 1
+        if down:
+            raise db.DatabaseUnavailable("cannot reach PostgreSQL: (the test says so)")
+        return await db.connect(url, **kwargs)
+
+    connected = asyncio.Event()
+    listener = Listener(
+        database_url,
+        lambda _payload: None,
+        connected.set,
+        lambda: None,
+        max_backoff=3600,
+        connect=flaky_connect,
+    )
+    listener.failures = 20  # as after a long outage: the next delay is capped, >= 1800 s
+    task = asyncio.create_task(listener.run())
+    try:
+        while attempts == 0:
+            await asyncio.sleep(0.01)
+        assert not connected.is_set()
+        down = False
+        listener.wake()
+        await asyncio.wait_for(connected.wait(), 60)
+        assert attempts == 2 and listener.failures == 0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
