@@ -74,6 +74,8 @@ class Traffic:
     tokens: list[str]
     failed_at: float = 0.0
     first_send_after: float | None = None
+    first_seq_after: int = 0  # that send's seq
+    heard_at: dict[int, list[float]] = field(default_factory=dict)  # seq -> when pollers got it
     stop: bool = False
     answered: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (status, seq)
     slowest_503: float = 0.0
@@ -109,6 +111,7 @@ async def send_loop(http: aiohttp.ClientSession, traffic: Traffic, user: int) ->
                 failed = traffic.failed_at
                 if failed and started > failed and traffic.first_send_after is None:
                     traffic.first_send_after = time.monotonic() - traffic.failed_at
+                    traffic.first_seq_after = body["message"]["seq"]
                 break
             assert status in (503, None), (status, body)
             traffic.unavailable += 1
@@ -141,6 +144,7 @@ async def poll_loop(
             continue
         for message in found:
             got.append(message["seq"])
+            traffic.heard_at.setdefault(message["seq"], []).append(time.monotonic())
             cursor = message["seq"]
 
 
@@ -242,6 +246,11 @@ async def run_failover(pair: tuple[Node, Node], planned: bool, url_query: str) -
             for where, got in received.items():
                 assert got == seqs, where
 
+            # How long after its 201 the first send after the failure reached
+            # the last of the six pollers: the listeners were back by then.
+            heard = traffic.heard_at[traffic.first_seq_after]
+            delivered = max(heard) - traffic.failed_at - traffic.first_send_after
+
             # A logout after the failover ends the session on the other
             # server too, which had it cached.
             assert await me_status(http, bases[1], leaver) == 200
@@ -261,7 +270,8 @@ async def run_failover(pair: tuple[Node, Node], planned: bool, url_query: str) -
                 f"\n{'switchover' if planned else 'SIGKILL'}: first send {traffic.first_send_after:.2f}s"
                 f" after the failure (pg_ctl promote returned at {promoted_after:.2f}s);"
                 f" {len(seqs)} messages,"
-                f" {traffic.unavailable} retried attempts, slowest 503 {traffic.slowest_503:.3f}s"
+                f" {traffic.unavailable} retried attempts, slowest 503 {traffic.slowest_503:.3f}s;"
+                f" that first send reached all {len(heard)} pollers {delivered:.3f}s after its 201"
             )
     finally:
         for process, _ in servers:
