@@ -26,11 +26,11 @@ import asyncpg
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from pgcluster import Clusters  # noqa: E402
+from pgcluster import Clusters
 
-from chatterwerks import db, keys  # noqa: E402
-from chatterwerks.app import create_app, make_runner  # noqa: E402
-from chatterwerks.config import Settings  # noqa: E402
+from chatterwerks import db, keys
+from chatterwerks.app import create_app, make_runner
+from chatterwerks.config import Settings
 
 
 async def retry(call):  # type: ignore[no-untyped-def]
@@ -101,7 +101,9 @@ async def main(down: float, rounds: int, wake: bool) -> None:
                     return time.monotonic()
 
                 parked = asyncio.create_task(poll())
-                while app[keys.HUB].parked_count == 0:
+                for _ in range(200):  # until the poll is parked
+                    if app[keys.HUB].parked_count:
+                        break
                     await asyncio.sleep(0.05)
                 await asyncio.to_thread(node.stop, "fast")
                 await asyncio.sleep(down)
