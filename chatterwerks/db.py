@@ -66,6 +66,10 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     # still pointing at a demoted primary. The pool's connections are then
     # expired (errors.py), so the next ones find the primary again.
     asyncpg.ReadOnlySQLTransactionError,
+    # A login refused while a pool reconnects (a switchover, a proxy whose
+    # auth query cannot reach the database): a 503 to retry, not a 500.
+    # connect() below still names it as what it is at start-up.
+    asyncpg.InvalidAuthorizationSpecificationError,
 )
 
 

@@ -139,7 +139,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             # The host answering is not the primary (any more): every pooled
             # connection is replaced, at its next use, by one to the primary.
             if keys.POOL in request.app:
-                request.app[keys.POOL].expire_connections()
+                await request.app[keys.POOL].expire_connections()
         return error_response(
             503, "database_unavailable", "The database is unavailable; try again soon."
         )

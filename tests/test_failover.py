@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 import aiohttp
 import asyncpg
 import pytest
-from helpers import start_server, stop_server
+from helpers import assert_error, start_server, stop_server
 from pgcluster import Clusters, Node
 
-from chatterwerks import db
+from chatterwerks import db, keys
+from chatterwerks.app import create_app
+from chatterwerks.config import ConfigError, Settings, redact_url
 from chatterwerks.realtime.listener import Listener
 
 SENDERS = 3
@@ -163,7 +165,10 @@ async def me_status(http: aiohttp.ClientSession, base: str, token: str) -> int:
 
 async def run_failover(pair: tuple[Node, Node], planned: bool, url_query: str) -> None:
     primary, standby = pair
-    url = f"postgresql://postgres@127.0.0.1:{primary.port},127.0.0.1:{standby.port}/chat{url_query}"
+    hosts = [f"127.0.0.1:{primary.port}", f"127.0.0.1:{standby.port}"]
+    if planned:
+        hosts.reverse()  # the standby first: connections must pass it by
+    url = f"postgresql://postgres@{','.join(hosts)}/chat{url_query}"
     servers = [await start_server(url), await start_server(url)]
     timeout = aiohttp.ClientTimeout(total=15)
     try:
@@ -283,7 +288,8 @@ async def test_sigkilled_primary_loses_nothing_acknowledged(pair):
 
 
 async def test_planned_switchover_loses_nothing(pair):
-    # No target_session_attrs in the URL: chatterwerks asks for read-write itself.
+    # No target_session_attrs in the URL: chatterwerks asks for read-write
+    # itself; the standby comes first in it.
     await run_failover(pair, planned=True, url_query="")
 
 
@@ -323,3 +329,82 @@ async def test_a_pool_connection_wakes_the_listener_out_of_its_backoff(database_
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def test_multi_host_urls_and_the_new_settings():
+    url = "postgresql://chat:pw@db1:5432,db2:5433/chat?target_session_attrs=read-write"
+    assert redact_url(url) == (
+        "postgresql://chat:***@db1:5432,db2:5433/chat?target_session_attrs=read-write"
+    )
+    # Read-write unless the URL says otherwise.
+    assert db.session_attrs("postgresql://db1,db2/chat") == {"target_session_attrs": "read-write"}
+    assert db.session_attrs("postgresql://db1,db2/chat?target_session_attrs=any") == {}
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql://bouncer:6432/chat",
+            "CHATTERWERKS_LISTEN_URL": url,
+            "CHATTERWERKS_PGBOUNCER": "true",
+        }
+    )
+    assert (settings.listen_url, settings.pgbouncer) == (url, True)
+    assert Settings.from_env({}).listen_url is None
+    assert Settings.from_env({}).pgbouncer is False
+    with pytest.raises(ConfigError, match="CHATTERWERKS_PGBOUNCER"):
+        Settings.from_env({"CHATTERWERKS_PGBOUNCER": "maybe"})
+
+
+async def test_a_read_only_primary_is_a_503_and_the_pool_starts_afresh(aiohttp_client):
+    """A write that reaches a host that will not take it (here the primary
+    turned read-only by a reload; in life a proxy still pointing at a demoted
+    primary) answers 503, and every pooled connection is replaced: none of
+    the server processes it used before serves the next request."""
+    clusters = await asyncio.to_thread(Clusters)
+    try:
+        node = await asyncio.to_thread(clusters.primary)
+        admin = await asyncpg.connect(node.url())
+        await admin.execute("CREATE DATABASE chat")
+        await db.migrate_url(node.url("chat"))
+        settings = Settings(database_url=node.url("chat"), argon2_time_cost=1, argon2_memory_kib=64)
+        client = await aiohttp_client(await create_app(settings))
+        response = await client.post(
+            "/api/register", json={"username": "alice", "password": "correct horse"}
+        )
+        auth = {"Authorization": f"Bearer {(await response.json())['token']}"}
+        home = (await (await client.get("/api/me", headers=auth)).json())["channels"][0]["id"]
+        pool = client.app[keys.POOL]
+
+        async def backends() -> set[int]:
+            async with pool.acquire() as a, pool.acquire() as b:
+                return {
+                    await a.fetchval("SELECT pg_backend_pid()"),
+                    await b.fetchval("SELECT pg_backend_pid()"),
+                }
+
+        before = await backends()
+        await admin.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        await admin.execute("SELECT pg_reload_conf()")
+        for _ in range(100):  # each backend applies the reload at its next command
+            response = await client.post(
+                f"/api/channels/{home}/messages", json={"text": "refused"}, headers=auth
+            )
+            if response.status == 503:
+                break
+            await asyncio.sleep(0.05)
+        assert response.status == 503
+        assert_error(await response.json(), "database_unavailable")
+
+        await admin.execute("SET default_transaction_read_only = off")
+        await admin.execute("ALTER SYSTEM RESET default_transaction_read_only")
+        await admin.execute("SELECT pg_reload_conf()")
+        await admin.close()
+        for _ in range(100):
+            response = await client.post(
+                f"/api/channels/{home}/messages", json={"text": "taken"}, headers=auth
+            )
+            if response.status == 201:
+                break
+            await asyncio.sleep(0.05)
+        assert response.status == 201
+        assert not (await backends()) & before
+    finally:
+        await asyncio.to_thread(clusters.close)
