@@ -119,7 +119,8 @@ async def create_pool(
         # A server connection is ours for one transaction only: a named
         # prepared statement would be missing (or another's) on the next.
         # PgBouncer also refuses startup parameters it does not know, like
-        # plan_cache_mode; unnamed statements are planned once anyway.
+        # plan_cache_mode, which unnamed statements ignore anyway: each is
+        # planned at its execution (the cost measured below).
         per_connection: dict[str, object] = {"statement_cache_size": 0}
     else:
         # Every statement here finds rows by key, where a generic plan is as
