@@ -6,6 +6,7 @@ temporary directory, removed (servers stopped first) by close()."""
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -235,3 +237,168 @@ class Clusters:
                         node.kill()
         finally:
             shutil.rmtree(self.base, ignore_errors=True)
+
+
+PATRONI_NODE = """scope: chatterwerks
+name: {name}
+restapi:
+  listen: 127.0.0.1:{rest}
+  connect_address: 127.0.0.1:{rest}
+etcd3:
+  hosts: 127.0.0.1:{etcd}
+bootstrap:
+  dcs:
+    ttl: 10
+    loop_wait: 1
+    retry_timeout: 4
+    maximum_lag_on_failover: 1048576
+    synchronous_mode: true
+    synchronous_mode_strict: false
+    postgresql:
+      use_pg_rewind: true
+      parameters:
+        synchronous_commit: "on"
+        wal_level: replica
+        wal_log_hints: "on"
+        max_wal_senders: 10
+        max_replication_slots: 10
+        fsync: "off"
+  initdb:
+    - encoding: UTF8
+    - locale: C
+  pg_hba:
+    - host replication all 127.0.0.1/32 trust
+    - host all all 127.0.0.1/32 trust
+    - local all all trust
+postgresql:
+  listen: 127.0.0.1:{port}
+  connect_address: 127.0.0.1:{port}
+  data_dir: {data_dir}
+  bin_dir: {bin_dir}
+  pgpass: {base}/pgpass-{name}
+  parameters:
+    unix_socket_directories: {base}
+  authentication:
+    superuser: {{username: postgres}}
+    replication: {{username: postgres}}
+    rewind: {{username: postgres}}
+"""
+
+
+class Patroni:
+    """etcd (one member) and two Patroni nodes in synchronous mode, in the
+    Clusters' directory: Patroni elects, promotes and demotes by itself. The
+    configuration is docs/deployment.md's, made local (ports, trust)."""
+
+    def __init__(self, clusters: Clusters) -> None:
+        require_pg_binaries()
+        for tool in ("patroni", "etcd"):
+            if shutil.which(tool) is None:
+                pytest.skip(f"no {tool} (apt-get install patroni etcd-server)")
+        self.clusters = clusters
+        self.base = clusters.base
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.nodes: dict[str, Node] = {}
+        self.rest: dict[str, int] = {}
+        client, peer = free_port(), free_port()
+        self._spawn(
+            "etcd",
+            [
+                *("etcd", "--data-dir", str(self.base / "etcd")),
+                *("--listen-client-urls", f"http://127.0.0.1:{client}"),
+                *("--advertise-client-urls", f"http://127.0.0.1:{client}"),
+                *("--listen-peer-urls", f"http://127.0.0.1:{peer}"),
+                *("--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}"),
+                *("--initial-cluster", f"default=http://127.0.0.1:{peer}"),
+            ],
+        )
+        for name in ("db1", "db2"):
+            node = Node(self.base, name)
+            self.nodes[name] = node
+            self.rest[name] = free_port()
+            config = self.base / f"{name}.yml"
+            config.write_text(
+                PATRONI_NODE.format(
+                    name=name,
+                    rest=self.rest[name],
+                    etcd=client,
+                    port=node.port,
+                    data_dir=node.pgdata,
+                    bin_dir=PG_BIN,
+                    base=self.base,
+                )
+            )
+            if os.geteuid() == 0:
+                shutil.chown(config, OS_USER, OS_USER)
+            self._spawn(name, ["patroni", str(config)])
+            if name == "db1":
+                self.wait_for(lambda: self.role("db1") == "primary", "db1 never led")
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = open(self.base / f"{name}.log", "w")
+        self.processes[name] = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, **_as_owner()
+        )
+        log.close()
+
+    def status(self, name: str) -> dict[str, object]:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.rest[name]}/patroni", timeout=1
+            ) as r:
+                return json.load(r)
+        except (OSError, ValueError):
+            return {}
+
+    def role(self, name: str) -> str | None:
+        found = self.status(name)
+        if found.get("state") != "running":
+            return None
+        role = found.get("role")
+        return "primary" if role in ("master", "primary") else str(role)
+
+    def sync_standby(self) -> str | None:
+        for name in self.nodes:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.rest[name]}/sync", timeout=1
+                ) as response:
+                    if response.status == 200:
+                        return name
+            except OSError:
+                pass
+        return None
+
+    def wait_for(self, condition, what: str, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                logs = {n: (self.base / f"{n}.log").read_text()[-2000:] for n in self.processes}
+                raise AssertionError(f"{what}: {logs}")
+            time.sleep(0.2)
+
+    def url(self, database: str) -> str:
+        hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes.values())
+        return f"postgresql://postgres@{hosts}/{database}"
+
+    def kill(self, name: str) -> None:
+        """The machine dies: its Patroni and its PostgreSQL, SIGKILLed."""
+        self.processes[name].kill()
+        self.processes[name].wait()
+        self.nodes[name].kill()
+
+    def close(self) -> None:
+        # Patroni stops its PostgreSQL on SIGTERM; etcd goes last.
+        for name in ("db2", "db1", "etcd"):
+            process = self.processes.get(name)
+            if process is None:
+                continue
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for node in self.nodes.values():
+            if node.running():
+                node.kill()

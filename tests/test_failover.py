@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 import asyncpg
 import pytest
 from helpers import assert_error, start_server, stop_server
-from pgcluster import Clusters, Node
+from pgcluster import Clusters, Node, Patroni
 
 from chatterwerks import db, keys
 from chatterwerks.app import create_app
@@ -168,7 +169,29 @@ async def run_failover(pair: tuple[Node, Node], planned: bool, url_query: str) -
     hosts = [f"127.0.0.1:{primary.port}", f"127.0.0.1:{standby.port}"]
     if planned:
         hosts.reverse()  # the standby first: connections must pass it by
-    url = f"postgresql://postgres@{','.join(hosts)}/chat{url_query}"
+
+    async def promote() -> None:
+        # As an operator would: a moment to notice, then promote.
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(standby.promote)
+
+    await run_through_failure(
+        f"postgresql://postgres@{','.join(hosts)}/chat{url_query}",
+        lambda: primary.stop("fast") if planned else primary.kill(),
+        promote,
+        "switchover" if planned else "SIGKILL",
+    )
+
+
+async def run_through_failure(
+    url: str,
+    fail: Callable[[], None],
+    promote: Callable[[], Awaitable[None]],
+    label: str,
+    wait_for_primary: float = 15,
+) -> None:
+    """Two servers on url, senders and pollers; fail() takes the primary
+    away, promote() (or Patroni) brings another; then the checks."""
     servers = [await start_server(url), await start_server(url)]
     timeout = aiohttp.ClientTimeout(total=15)
     try:
@@ -198,17 +221,12 @@ async def run_failover(pair: tuple[Node, Node], planned: bool, url_query: str) -
                 await asyncio.sleep(1.0)
                 before = len(traffic.answered)
                 assert before > 0, "no send went through before the failure"
-                if planned:
-                    await asyncio.to_thread(primary.stop, "fast")
-                else:
-                    await asyncio.to_thread(primary.kill)
+                await asyncio.to_thread(fail)
                 # From here no primary exists: the clock of the outage starts.
                 traffic.failed_at = time.monotonic()
-                # As an operator (or Patroni) would: a moment to notice, then promote.
-                await asyncio.sleep(0.5)
-                await asyncio.to_thread(standby.promote)
+                await promote()
                 promoted_after = time.monotonic() - traffic.failed_at
-                for _ in range(300):
+                for _ in range(int(wait_for_primary / 0.05)):
                     if traffic.first_send_after is not None:
                         break
                     await asyncio.sleep(0.05)
@@ -219,7 +237,7 @@ async def run_failover(pair: tuple[Node, Node], planned: bool, url_query: str) -
                 await asyncio.gather(*senders)
 
             # The truth, from the new primary.
-            conn = await asyncpg.connect(standby.url("chat"))
+            conn = await db.connect(url)
             try:
                 rows = await conn.fetch(
                     "SELECT seq, idempotency_key FROM messages"
@@ -272,8 +290,8 @@ async def run_failover(pair: tuple[Node, Node], planned: bool, url_query: str) -
             # The same processes, never restarted.
             assert all(process.poll() is None for process, _ in servers)
             print(
-                f"\n{'switchover' if planned else 'SIGKILL'}: first send {traffic.first_send_after:.2f}s"
-                f" after the failure (pg_ctl promote returned at {promoted_after:.2f}s);"
+                f"\n{label}: first send {traffic.first_send_after:.2f}s"
+                f" after the failure (promote() returned at {promoted_after:.2f}s);"
                 f" {len(seqs)} messages,"
                 f" {traffic.unavailable} retried attempts, slowest 503 {traffic.slowest_503:.3f}s;"
                 f" that first send reached all {len(heard)} pollers {delivered:.3f}s after its 201"
@@ -407,4 +425,42 @@ async def test_a_read_only_primary_is_a_503_and_the_pool_starts_afresh(aiohttp_c
         assert response.status == 201
         assert not (await backends()) & before
     finally:
+        await asyncio.to_thread(clusters.close)
+
+
+async def test_patroni_fails_over_by_itself(monkeypatch):
+    """docs/deployment.md's Patroni configuration (made local): the leader's
+    machine dies (Patroni and PostgreSQL SIGKILLed); Patroni promotes the
+    synchronous standby after its TTL, with nobody's help."""
+    monkeypatch.setenv("CHATTERWERKS_LIMIT_MESSAGES_USER", "off")
+    monkeypatch.setenv("CHATTERWERKS_LIMIT_REGISTER_ADDRESS", "off")
+    clusters = await asyncio.to_thread(Clusters)
+    patroni = None
+    try:
+        patroni = await asyncio.to_thread(Patroni, clusters)
+        await asyncio.to_thread(
+            patroni.wait_for, lambda: patroni.sync_standby() == "db2", "db2 never became sync"
+        )
+        admin = await db.connect(patroni.url("postgres"))
+        try:
+            await admin.execute("CREATE DATABASE chat")
+        finally:
+            await admin.close()
+        await db.migrate_url(patroni.url("chat"))
+
+        async def patroni_promotes() -> None:
+            await asyncio.to_thread(
+                patroni.wait_for, lambda: patroni.role("db2") == "primary", "no failover"
+            )
+
+        await run_through_failure(
+            patroni.url("chat"),
+            lambda: patroni.kill("db1"),
+            patroni_promotes,
+            "Patroni, SIGKILL",
+            wait_for_primary=60,
+        )
+    finally:
+        if patroni is not None:
+            await asyncio.to_thread(patroni.close)
         await asyncio.to_thread(clusters.close)
