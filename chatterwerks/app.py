@@ -61,8 +61,19 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
+
+    def database_answered() -> None:
+        # A new connection: the database is back (after a restart or a
+        # failover); the listener, if backing off, reconnects now.
+        if keys.HUB in app:
+            app[keys.HUB].database_answered()
+
     pool = await db.create_pool(
-        app[keys.DATABASE_URL], settings.pool_min_size, settings.pool_max_size
+        app[keys.DATABASE_URL],
+        settings.pool_min_size,
+        settings.pool_max_size,
+        pgbouncer=settings.pgbouncer,
+        on_connect=database_answered,
     )
     app[keys.POOL] = pool
     otter_id = await accounts.otter_id(pool)
@@ -111,8 +122,9 @@ async def limits_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
+    # LISTEN needs a session of its own: past PgBouncer, straight to PostgreSQL.
     hub = Hub(
-        app[keys.DATABASE_URL],
+        settings.listen_url or app[keys.DATABASE_URL],
         app[keys.POOL],
         on_sessions_changed=app[keys.SESSIONS].forget,
         presence_grace=settings.presence_grace,

@@ -81,14 +81,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("database: embedded PostgreSQL in %s", embedded.pgdata)
         else:
             log.info("database: %s", redact_url(url))
+        # Migrations hold a session-level lock: past PgBouncer if it is there.
+        direct_url = settings.listen_url or url
         if args.command == "migrate":
-            applied = asyncio.run(db.migrate_url(url))
+            applied = asyncio.run(db.migrate_url(direct_url))
             print(
                 f"applied {len(applied)} migration(s)"
                 + (f": {', '.join(applied)}" if applied else "")
             )
         elif args.command == "reset-db":
-            servers = asyncio.run(_reset(url))
+            servers = asyncio.run(_reset(direct_url))
             if servers:
                 return _fail(
                     f"reset-db refused: {servers} server{' is' if servers == 1 else 's are'}"
@@ -96,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             print("database reset: schema and seed rows re-created")
         else:
-            asyncio.run(db.migrate_url(url))
+            asyncio.run(db.migrate_url(direct_url))
             _serve(settings.replace(database_url=url), listener, args.workers)
     except db.DatabaseUnavailable as exc:
         return _fail(str(exc))

@@ -20,6 +20,13 @@ class ConfigError(ValueError):
 class Settings:
     # None means: start (or reuse) the embedded PostgreSQL in data_dir.
     database_url: str | None = None
+    # The LISTEN connection's URL (None: database_url). Set it when the pools
+    # go through PgBouncer in transaction mode: LISTEN needs a session of its
+    # own on the primary. Migrations use it too (their lock is session-level).
+    listen_url: str | None = None
+    # The pools connect through PgBouncer (transaction pooling): no prepared
+    # statement cache, no startup parameters PgBouncer would refuse.
+    pgbouncer: bool = False
     host: str = "127.0.0.1"
     port: int = 8080
     pool_min_size: int = 2
@@ -102,6 +109,8 @@ class Settings:
         pool_max = number("CHATTERWERKS_POOL_SIZE", defaults.pool_max_size, int, 1)
         return cls(
             database_url=env.get("DATABASE_URL") or None,
+            listen_url=env.get("CHATTERWERKS_LISTEN_URL") or None,
+            pgbouncer=flag("CHATTERWERKS_PGBOUNCER", defaults.pgbouncer),
             host=env.get("HOST") or defaults.host,
             port=port,
             pool_min_size=min(defaults.pool_min_size, pool_max),

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -55,15 +58,39 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.OperatorInterventionError,  # shutting down, starting up, terminated
     asyncpg.TooManyConnectionsError,
     asyncpg.InterfaceError,
-    # What asyncpg raises when it releases a connection that broke mid-query.
+    # What asyncpg raises when it releases a connection that broke mid-query;
+    # also TargetServerAttributeNotMatched: no host of the URL is the primary
+    # (mid-failover: the old one is gone, the standby not yet promoted).
     asyncpg.InternalClientError,
+    # A write reached a host in recovery: through a proxy (PgBouncer, HAProxy)
+    # still pointing at a demoted primary. The pool's connections are then
+    # expired (errors.py), so the next ones find the primary again.
+    asyncpg.ReadOnlySQLTransactionError,
+    # A login refused while a pool reconnects (a switchover, a proxy whose
+    # auth query cannot reach the database): a 503 to retry, not a 500.
+    # connect() below still names it as what it is at start-up.
+    asyncpg.InvalidAuthorizationSpecificationError,
 )
+
+
+def session_attrs(url: str) -> dict[str, str]:
+    """Every connection of ours writes, or LISTENs (which a standby refuses):
+    with several hosts in the URL it must land on the primary. libpq's and
+    asyncpg's default is any host; ours is read-write, unless the URL or
+    PGTARGETSESSIONATTRS says otherwise."""
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return {}  # asyncpg explains the URL's fault
+    if "target_session_attrs" in query or os.environ.get("PGTARGETSESSIONATTRS"):
+        return {}
+    return {"target_session_attrs": "read-write"}
 
 
 async def connect(url: str, **kwargs: object) -> asyncpg.Connection:
     """One connection, with the failure explained in one line."""
     try:
-        return await asyncpg.connect(url, timeout=10, **kwargs)
+        return await asyncpg.connect(url, timeout=10, **session_attrs(url), **kwargs)
     except asyncpg.InvalidAuthorizationSpecificationError as exc:
         raise DatabaseUnavailable(f"PostgreSQL refused the login: {exc}") from None
     except asyncpg.InvalidCatalogNameError as exc:
@@ -74,23 +101,58 @@ async def connect(url: str, **kwargs: object) -> asyncpg.Connection:
         raise DatabaseUnavailable(f"cannot reach PostgreSQL: {exc or type(exc).__name__}") from None
 
 
-async def create_pool(url: str, min_size: int, max_size: int) -> asyncpg.Pool:
-    """A pool whose first connection has been tried, so a bad URL fails at start."""
+async def create_pool(
+    url: str,
+    min_size: int,
+    max_size: int,
+    *,
+    pgbouncer: bool = False,
+    on_connect: Callable[[], None] | None = None,
+) -> asyncpg.Pool:
+    """A pool whose first connection has been tried, so a bad URL fails at start.
+
+    on_connect runs whenever the pool makes a connection: the database
+    answers (again), which the hub's listener wants to know at once.
+    pgbouncer: the URL is a PgBouncer in transaction mode (docs/deployment.md)."""
     await (await connect(url)).close()
-    return await asyncpg.create_pool(
-        url,
-        min_size=min_size,
-        max_size=max_size,
-        timeout=5,
-        # A query that runs this long is a fault, not a workload.
-        command_timeout=30,
-        reset=_rollback_if_needed,
+    if pgbouncer:
+        # A server connection is ours for one transaction only: a named
+        # prepared statement would be missing (or another's) on the next.
+        # PgBouncer also refuses startup parameters it does not know, like
+        # plan_cache_mode, which unnamed statements ignore anyway: each is
+        # planned at its execution (the cost measured below).
+        per_connection: dict[str, object] = {"statement_cache_size": 0}
+    else:
         # Every statement here finds rows by key, where a generic plan is as
         # good as a custom one. PostgreSQL would plan the sending statement
         # (ten CTEs) anew at each execution, which cost more than running it:
         # measured 1.05 ms a send with custom plans, 0.52 ms with generic.
-        server_settings={"plan_cache_mode": "force_generic_plan"},
-    )
+        per_connection = {"server_settings": {"plan_cache_mode": "force_generic_plan"}}
+
+    async def connected(_conn: asyncpg.Connection) -> None:
+        if on_connect is not None:
+            on_connect()
+
+    try:
+        return await asyncpg.create_pool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            # Connecting (to every host of the URL in turn) gives up after 5 s.
+            timeout=5,
+            # A query that runs this long is a fault, not a workload.
+            command_timeout=30,
+            reset=_rollback_if_needed,
+            init=connected,
+            **session_attrs(url),
+            **per_connection,
+        )
+    except asyncpg.ProtocolViolationError as exc:
+        if "startup parameter" not in str(exc):
+            raise
+        raise DatabaseUnavailable(
+            f"{exc}: is DATABASE_URL a PgBouncer? Then set CHATTERWERKS_PGBOUNCER=1"
+        ) from None
 
 
 async def _rollback_if_needed(conn: asyncpg.Connection) -> None:

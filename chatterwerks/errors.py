@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 from aiohttp import web
 
 from chatterwerks.db import CONNECTION_ERRORS
@@ -132,6 +133,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except CONNECTION_ERRORS as exc:
         status = 503
         log.warning("database unavailable during %s %s: %r", request.method, request.path, exc)
+        if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
+            from chatterwerks import keys  # here: keys imports the store, which imports us
+
+            # The host answering is not the primary (any more): every pooled
+            # connection is replaced, at its next use, by one to the primary.
+            if keys.POOL in request.app:
+                await request.app[keys.POOL].expire_connections()
         return error_response(
             503, "database_unavailable", "The database is unavailable; try again soon."
         )

@@ -129,6 +129,11 @@ class Hub:
     def polls_of(self, user_id: int) -> int:
         return self._waiters.polls_of(user_id)
 
+    def database_answered(self) -> None:
+        """A connection to the database succeeded (the pool's hook): a
+        listener backing off reconnects now."""
+        self._listener.wake()
+
     # -- for tests and the benchmark -------------------------------------
 
     @property

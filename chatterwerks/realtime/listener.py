@@ -25,7 +25,12 @@ class Listener:
     the server such as a LISTEN refused in recovery, or a bug of ours) it
     logs, backs off with jitter and starts again, until cancelled.
 
-    on_connected runs once notifications flow; on_lost once they may not."""
+    on_connected runs once notifications flow; on_lost once they may not.
+
+    wake() cuts a backoff short: whoever sees the database answer again (a
+    new pool connection) calls it, so delivery resumes at once rather than
+    up to max_backoff later. The URL's hosts are tried for a read-write one
+    (db.connect): LISTEN on a standby would hear nothing, and is refused."""
 
     def __init__(
         self,
@@ -52,6 +57,12 @@ class Listener:
         self.connections_made = 0
         self.failures = 0  # in a row
         self.server_pid: int | None = None  # the backend of the live connection
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        """The database answers again: retry now if backing off (else nothing)."""
+        if self.failures:
+            self._woken.set()
 
     async def run(self) -> None:
         while True:
@@ -66,6 +77,7 @@ class Listener:
                 self.connections_made += 1
                 self.failures = 0
                 self.server_pid = conn.get_server_pid()
+                self._woken.clear()
                 if self.connections_made > 1:
                     log.info("listener reconnected; every waiter re-reads")
                 self._on_connected()
@@ -84,7 +96,13 @@ class Listener:
             self.failures += 1
             delay = min(self._max_backoff, 0.05 * 2**self.failures) * random.uniform(0.5, 1.0)
             log.info("listener retrying in %.2fs", delay)
-            await asyncio.sleep(delay)
+            try:
+                # A wake during the failed attempt counts too: retry at once.
+                await asyncio.wait_for(self._woken.wait(), delay)
+                log.info("listener: the database answers again; retrying now")
+            except TimeoutError:
+                pass
+            self._woken.clear()
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         self._on_notification(payload)
