@@ -13,6 +13,7 @@ from aiohttp import web
 
 from chatterwerks import BASE_DIR, api_accounts, api_channels, api_docs, api_messages, db, keys
 from chatterwerks import web as pages
+from chatterwerks.api_search import routes as search_routes
 from chatterwerks.auth import auth_middleware
 from chatterwerks.config import Settings, redact_url
 from chatterwerks.embedded import EmbeddedPostgres
@@ -122,6 +123,7 @@ async def create_app(settings: Settings | None = None) -> web.Application:
     for table in (api_accounts.routes, api_channels.routes, api_messages.routes, pages.routes):
         app.router.add_routes(table)
     app.router.add_routes(api_docs.routes)
+    app.router.add_routes(search_routes)
     app.router.add_static("/static", BASE_DIR / "static")
     return app
 

@@ -1,0 +1,45 @@
+"""GET /api/search: the messages the user can read now that match a query."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from chatterwerks import keys
+from chatterwerks.auth import current_user
+from chatterwerks.errors import ApiError
+from chatterwerks.search_query import QueryError, parse
+from chatterwerks.store import search
+from chatterwerks.validation import INT64_MAX, query_int
+
+routes = web.RouteTableDef()
+DEFAULT_PAGE = 20
+
+
+@routes.get("/api/search")
+async def search_messages(request: web.Request) -> web.Response:
+    """Newest first; `next` pages on. Errors carry the position in `q`."""
+    try:
+        query = parse(request.query.get("q", ""))
+    except QueryError as exc:
+        raise ApiError(
+            400, "invalid_query", f"{exc.reason} (at position {exc.position})."
+        ) from None
+    before = query_int(request, "before", INT64_MAX, minimum=1)
+    limit = query_int(request, "limit", DEFAULT_PAGE, minimum=1, clamp_to=search.SEARCH_MAX)
+    page, next_before = await search.search(
+        request.app[keys.POOL], current_user(request)["id"], query, before, limit
+    )
+    # Messages arrive as JSON text (message_json() in SQL): joined, not re-encoded.
+    items = ", ".join(
+        f'{{"channel_id": {channel_id}, "message": {json}, "highlights": {_spans(highlights)}}}'
+        for channel_id, json, highlights in page
+    )
+    next_text = "null" if next_before is None else f'"{next_before}"'
+    return web.Response(
+        text='{"results": [' + items + '], "next": ' + next_text + "}",
+        content_type="application/json",
+    )
+
+
+def _spans(highlights: list[list[int]]) -> str:
+    return "[" + ", ".join(f"[{start}, {end}]" for start, end in highlights) + "]"
