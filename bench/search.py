@@ -159,6 +159,7 @@ async def pick_words(conn: asyncpg.Connection) -> dict[str, str]:
         "accented word, typed without accents": "creme brulee ",
         "phrase": f'"{common} {medium}"',
         "two common words": f"the {common} ",
+        "phrase of two common words": f'"the {common}"',
         "from:": f"from:{author}",
         "from: and a common word": f"from:{author} {common} ",
         "in:": f"in:{channel}",
@@ -186,7 +187,7 @@ async def measure(url: str, runs: int, explain: bool) -> dict[str, Any]:
             hits = 0
             for _ in range(runs):
                 started = time.perf_counter()
-                page, _next = await search.search(pool, user_id, query, 2**63 - 1, 20)
+                page, _next = await search.search(pool, user_id, query, None, 20)
                 times.append(time.perf_counter() - started)
                 hits = len(page)
             summary = summary_ms(times)
@@ -202,24 +203,36 @@ async def show_plan(pool: asyncpg.Pool, user_id: int, query: Any, label: str, q:
     from chatterwerks.db import QUERIES
 
     async with pool.acquire() as conn, conn.transaction():
+        scope = await conn.fetchrow(
+            QUERIES.search_scope, user_id, list(query.channels) or None, list(query.authors) or None
+        )
         await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        if query.phrases or len(query.prefix) > 1:
+            await conn.execute("SET LOCAL enable_indexscan = off")  # as store/search.py
         args = (
-            user_id,
-            2**63 - 1,
+            scope["channels"],
+            None,
+            None,
             20,
             query.tsquery(),
-            list(query.authors) or None,
-            list(query.channels) or None,
+            scope["authors"],
             query.before_time(),
             query.after_time(),
         )
-        # EXPLAIN takes no parameters: a prepared statement, then EXPLAIN EXECUTE.
+        # EXPLAIN EXECUTE takes its arguments as SQL literals: quoted by the
+        # server (quote_nullable), from the bench's own values.
+        types = ("bigint[]", "timestamptz", "bigint", "int", "text", "bigint[]", "timestamptz",
+                 "timestamptz")  # fmt: skip
+        literals = [
+            await conn.fetchval(f"SELECT quote_nullable($1::{t}) || '::{t}'", a)
+            for a, t in zip(args, types, strict=True)
+        ]
         await conn.execute("PREPARE bench_search AS " + QUERIES.search_messages.rstrip(";"))
         try:
             plan = await conn.fetch(
-                "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE bench_search"
-                "($1, $2, $3, $4, $5, $6, $7, $8)",
-                *args,
+                "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE bench_search("
+                + ", ".join(literals)
+                + ")"
             )
         finally:
             await conn.execute("DEALLOCATE bench_search")

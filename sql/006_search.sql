@@ -31,7 +31,22 @@ ALTER TABLE messages ADD COLUMN search tsvector GENERATED ALWAYS AS (
     )
 ) STORED;
 
+-- One GIN index answers the words and the author at once: btree_gin (a
+-- trusted contrib extension, like unaccent) lets a GIN index hold author_id
+-- beside the vector, so "these words from: this user" is one index scan
+-- that intersects posting lists. Rare and middling words, and from:, take
+-- this path; common words take the index below instead (docs/benchmarks.md
+-- "Search, 1M messages"). The channel is not in it: for a user in 50
+-- channels, reading 50 channels' posting lists cost more than it saved.
 -- fastupdate off: with the pending list, one unlucky send in many would pay
 -- for merging megabytes of it into the index (a latency spike on the send
--- path); without, each send adds its few words directly, a steady cost.
-CREATE INDEX messages_search_idx ON messages USING gin (search) WITH (fastupdate = off);
+-- path); without, each send adds its few entries directly, a steady cost.
+CREATE EXTENSION IF NOT EXISTS btree_gin;
+CREATE INDEX messages_search_idx ON messages USING gin (author_id, search)
+    WITH (fastupdate = off);
+
+-- Newest first: results are ordered by (created_at, id), and for a common
+-- word the fastest plan walks this index from the newest message (or from
+-- before: a date) and keeps the rows of the user's channels whose vector
+-- matches: a page takes a few hundred rows, not a sort of 300,000 hits.
+CREATE INDEX messages_created_idx ON messages (created_at, id);

@@ -1,33 +1,52 @@
+-- name: search_scope
+-- What user $1 may search now: the channels they are a member of, narrowed
+-- to those named by in: ($2, case-blind; NULL for all); and the ids of the
+-- users named by from: ($3; NULL for anyone, then authors is NULL). Run in
+-- one repeatable-read transaction with search_messages, so the search sees
+-- exactly the memberships read here: a removed member searches nothing of
+-- that channel, an outsider never reaches it.
+SELECT ARRAY(
+           SELECT s.channel_id FROM subscriptions s JOIN channels c ON c.id = s.channel_id
+           WHERE s.user_id = $1
+             AND ($2::text[] IS NULL OR (
+                 c.kind <> 'direct' AND lower(c.name) IN (SELECT lower(x) FROM unnest($2::text[]) AS x)))
+       ) AS channels,
+       CASE WHEN $3::text[] IS NOT NULL THEN ARRAY(
+           SELECT u.id FROM users u
+           WHERE lower(u.username) COLLATE "C" IN (SELECT lower(x) FROM unnest($3::text[]) AS x))
+       END AS authors;
+
 -- name: search_messages
--- Search (GET /api/search): the live messages of the channels user $1 is a
--- member of NOW that match, newest first (by message id), before id $2, $3
--- rows plus one to tell whether more exist. Membership is checked here, in
--- the statement: a channel the user left or was removed from is not
--- searched at all, whatever it once held.
--- $4: text for to_tsquery (built by chatterwerks/search_query.py from words
--- that are letters and digits only; never user syntax), or NULL for none.
--- $5: usernames (from:), $6: channel names (in:), case-blind; NULL for any.
--- $7/$8: sent before / from this time; NULL for no bound.
--- Run with custom plans (store/search.py): the planner sees the tsquery and
--- picks, from the index statistics, between walking messages newest-first
--- (a common word: a few hundred rows give a page) and the GIN index (a rare
--- word); docs/benchmarks.md "Search, 1M messages".
-SELECT m.id, m.channel_id, m.text, message_json(m) AS json
+-- The live messages of channels $1 (from search_scope, same snapshot) that
+-- match, newest first by (created_at, id), before the cursor ($2, $3; NULL
+-- for the newest), $4 rows plus one to tell whether more exist.
+-- $5: text for to_tsquery (built by chatterwerks/search_query.py from words
+-- that are letters and digits only, never user syntax), or NULL for none.
+-- $6: author ids (from:), NULL for anyone. $7/$8: sent before / from this
+-- time (before:, after:), NULL for no bound.
+-- Run with custom plans (store/search.py): the planner sees the words and
+-- the channel ids as constants, and picks from their statistics between
+-- walking messages_created_idx newest-first (a common word) and the GIN
+-- index (a rare word, a from:); docs/benchmarks.md "Search, 1M messages".
+SELECT m.id, m.channel_id, m.created_at, m.text, message_json(m) AS json
 FROM messages m
-WHERE m.channel_id IN (SELECT s.channel_id FROM subscriptions s WHERE s.user_id = $1)
-  AND m.id < $2
+WHERE CASE
+          -- Folded to one branch at planning (custom plans). A few channels
+          -- (in:, or a user in few): their index may serve. Many: a filter
+          -- on the rows the word index or the time walk found; planned as
+          -- an index scan it made the planner AND in a 100,000-row bitmap
+          -- of 50 channels (10 to 100 times slower, measured).
+          WHEN cardinality($1::bigint[]) <= 3 THEN m.channel_id = ANY ($1::bigint[])
+          ELSE m.channel_id + 0 = ANY ($1::bigint[])
+      END
+  AND ($2::timestamptz IS NULL OR (m.created_at, m.id) < ($2::timestamptz, $3::bigint))
   AND m.deleted_at IS NULL
-  AND ($4::text IS NULL OR m.search @@ to_tsquery('chatterwerks_search', $4::text))
-  AND ($5::text[] IS NULL OR m.author_id IN (
-      SELECT u.id FROM users u
-      WHERE lower(u.username) COLLATE "C" IN (SELECT lower(x) FROM unnest($5::text[]) AS x)))
-  AND ($6::text[] IS NULL OR m.channel_id IN (
-      SELECT c.id FROM channels c
-      WHERE c.kind <> 'direct' AND lower(c.name) IN (SELECT lower(x) FROM unnest($6::text[]) AS x)))
-  AND ($7::timestamptz IS NULL OR m.created_at < $7)
-  AND ($8::timestamptz IS NULL OR m.created_at >= $8)
-ORDER BY m.id DESC
-LIMIT $3 + 1;
+  AND ($5::text IS NULL OR m.search @@ to_tsquery('chatterwerks_search', $5::text))
+  AND ($6::bigint[] IS NULL OR m.author_id = ANY ($6::bigint[]))
+  AND ($7::timestamptz IS NULL OR m.created_at < $7::timestamptz)
+  AND ($8::timestamptz IS NULL OR m.created_at >= $8::timestamptz)
+ORDER BY m.created_at DESC, m.id DESC
+LIMIT $4 + 1;
 
 -- name: messages_around
 -- The page of channel $1 around message $3 for user $2 (GET
