@@ -204,10 +204,14 @@ async def show_plan(pool: asyncpg.Pool, user_id: int, query: Any, label: str, q:
 
     async with pool.acquire() as conn, conn.transaction():
         scope = await conn.fetchrow(
-            QUERIES.search_scope, user_id, list(query.channels) or None, list(query.authors) or None
+            QUERIES.search_scope,
+            user_id,
+            list(query.channels) or None,
+            list(query.authors) or None,
+            " ".join(query.all_words()) or None,
         )
         await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-        if query.phrases or len(query.prefix) > 1:
+        if (query.phrases or len(query.prefix) > 1) and not scope["common_words"]:
             await conn.execute("SET LOCAL enable_indexscan = off")  # as store/search.py
         args = (
             scope["channels"],
@@ -218,11 +222,12 @@ async def show_plan(pool: asyncpg.Pool, user_id: int, query: Any, label: str, q:
             scope["authors"],
             query.before_time(),
             query.after_time(),
+            scope["common_words"],
         )
         # EXPLAIN EXECUTE takes its arguments as SQL literals: quoted by the
         # server (quote_nullable), from the bench's own values.
         types = ("bigint[]", "timestamptz", "bigint", "int", "text", "bigint[]", "timestamptz",
-                 "timestamptz")  # fmt: skip
+                 "timestamptz", "boolean")  # fmt: skip
         literals = [
             await conn.fetchval(f"SELECT quote_nullable($1::{t}) || '::{t}'", a)
             for a, t in zip(args, types, strict=True)

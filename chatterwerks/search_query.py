@@ -88,10 +88,11 @@ class Query:
         if not terms:
             return None
         text = " & ".join(terms)
-        assert all(_WORD.fullmatch(w) for w in self._all_words()), text
+        assert all(_WORD.fullmatch(w) for w in self.all_words()), text
         return text
 
-    def _all_words(self) -> list[str]:
+    def all_words(self) -> list[str]:
+        """Every word of the query, the prefix too (as typed)."""
         return [*self.words, *(w for p in self.phrases for w in p), *self.prefix]
 
     def before_time(self) -> datetime.datetime | None:
