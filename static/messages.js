@@ -113,8 +113,8 @@ function scrollToFocus(hist) {
   li.scrollIntoView({ block: "center" });
   hist.scroll = $("messages").scrollTop;
   for (const old of document.querySelectorAll("li.msg.msg-found")) old.classList.remove("msg-found");
+  // Marked until the next jump: a left rule stays, the background fades (CSS).
   li.classList.add("msg-found");
-  setTimeout(() => li.classList.remove("msg-found"), 4000);
 }
 
 export function forgetChannel(id) {
