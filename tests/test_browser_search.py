@@ -28,7 +28,9 @@ async def seqs_shown(page: Any) -> list[int]:
 
 
 async def test_search_as_you_type_and_jump_to_an_old_message(
-    browser: Any, base_url: str, make_user: Any
+    browser: Any,  # noqa: F811
+    base_url: str,  # noqa: F811
+    make_user: Any,
 ) -> None:
     alice, bob = await make_user("alice"), await make_user("bob")
     created = await alice.post("/api/channels", {"name": "log", "members": ["bob"]}, expect=201)
@@ -99,7 +101,11 @@ async def test_search_as_you_type_and_jump_to_an_old_message(
     problems.check()
 
 
-async def test_a_mention_opens_at_the_message(browser: Any, base_url: str, make_user: Any) -> None:
+async def test_a_mention_opens_at_the_message(
+    browser: Any,  # noqa: F811
+    base_url: str,  # noqa: F811
+    make_user: Any,
+) -> None:
     alice, bob = await make_user("alice"), await make_user("bob")
     created = await alice.post("/api/channels", {"name": "ops", "members": ["bob"]}, expect=201)
     channel_id = created["channel"]["id"]
@@ -115,7 +121,11 @@ async def test_a_mention_opens_at_the_message(browser: Any, base_url: str, make_
     problems.check()
 
 
-async def test_search_at_360_px(browser: Any, base_url: str, make_user: Any) -> None:
+async def test_search_at_360_px(
+    browser: Any,  # noqa: F811
+    base_url: str,  # noqa: F811
+    make_user: Any,
+) -> None:
     alice = await make_user("alice")
     created = await alice.post("/api/channels", {"name": "team"}, expect=201)
     await alice.send(created["channel"]["id"], "a fairly long message about the quarterly review")
