@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatterwerks import keys
+from chatterwerks.db import QUERIES
 from chatterwerks.search_query import (
     MAX_QUERY_LENGTH,
     MAX_WORDS,
@@ -253,6 +254,48 @@ async def test_edits_and_deletions_are_searched_as_they_are_now(app, make_user):
             sent["seq"],
         )
     assert vector == ""
+
+
+async def test_common_words_take_the_walk_and_find_the_same(app, make_user):
+    """With statistics that call every word common, the statement tests the
+    vector row by row instead of through the index: same answers."""
+    alice = await make_user("alice")
+    cid = await group(alice)
+    for i in range(3):
+        await alice.send(cid, f"common ground number {i}")
+    await alice.send(cid, "ground common, reversed")
+    async with app[keys.POOL].acquire() as conn:
+        author = await conn.fetchval("SELECT id FROM users WHERE username = 'alice'")
+        # Enough rows that ANALYZE keeps "common" and "ground" as most common elements.
+        await conn.execute(
+            """INSERT INTO messages (channel_id, seq, number, author_id, text)
+               SELECT $1, 100 + g, 100 + g, $2, 'filler common ground ' || g
+               FROM generate_series(1, 300) AS g""",
+            cid,
+            author,
+        )
+        await conn.execute("ANALYZE messages")
+        scope = await conn.fetchrow(
+            "SELECT common_words FROM (" + QUERIES.search_scope.rstrip(";") + ") s",
+            author,
+            None,
+            None,
+            "common ground",
+        )
+        assert scope["common_words"] is True
+        rare = await conn.fetchrow(
+            "SELECT common_words FROM (" + QUERIES.search_scope.rstrip(";") + ") s",
+            author,
+            None,
+            None,
+            "common reversed",
+        )
+        assert rare["common_words"] is False
+    body = await search(alice, '"common ground" number', limit="50")
+    assert texts(body) == [f"common ground number {i}" for i in (2, 1, 0)]
+    assert marked(body["results"][0]) == ["common ground", "number"]
+    assert texts(await search(alice, "ground reversed ")) == ["ground common, reversed"]
+    assert len((await search(alice, "common ground ", limit="50"))["results"]) == 50
 
 
 # ---------------------------------------------------------------------------
