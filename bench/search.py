@@ -35,6 +35,7 @@ from chatterwerks import db
 from chatterwerks.search_query import parse
 from chatterwerks.store import search
 
+DEFAULT_DATABASE = "chatterwerks_bench_search"
 USERS = 1_000
 CHANNELS = 500
 MESSAGES = 1_000_000
@@ -246,7 +247,82 @@ async def show_plan(pool: asyncpg.Pool, user_id: int, query: Any, label: str, q:
         log("    " + row[0])
 
 
+# What sql/006_search.sql adds to every write of a message; dropped to get
+# the schema as it was before it, for the send-cost comparison.
+WITHOUT_SEARCH = """
+    DROP INDEX messages_created_idx;
+    DROP INDEX messages_search_idx;
+    ALTER TABLE messages DROP COLUMN search;
+"""
+
+
+async def send_cost(
+    admin_url: str, rounds: int, per_round: int, durable: bool = True
+) -> dict[str, Any]:
+    """The send path with and without the search column and indexes: two
+    fresh databases (the second with 006's additions dropped), one sender
+    each, store.messages.send() of 12-word messages, in alternating rounds
+    so that the machine's noise falls on both alike."""
+    from chatterwerks.store import messages
+
+    variants: dict[str, Any] = {}
+    pools = {}
+    try:
+        for name in ("with_search", "without_search"):
+            database = f"{DEFAULT_DATABASE}_{name}"
+            url = await fresh_database(admin_url, database)
+            conn = await asyncpg.connect(url)
+            try:
+                if name == "without_search":
+                    await conn.execute(WITHOUT_SEARCH)
+                if not durable:
+                    # Without the wait for the disk, what is left is the work
+                    # a send does: the cost of the vector and the index shows.
+                    await conn.execute(f'ALTER DATABASE "{database}" SET synchronous_commit = off')
+                user = await conn.fetchval(
+                    "INSERT INTO users (username) VALUES ('sender') RETURNING id"
+                )
+                channel = await conn.fetchval(
+                    "INSERT INTO channels (kind, name) VALUES ('group', 'c') RETURNING id"
+                )
+                await conn.execute(
+                    "INSERT INTO subscriptions (channel_id, user_id) VALUES ($1, $2)", channel, user
+                )
+                otter = await conn.fetchval("SELECT id FROM users WHERE username = 'otter'")
+            finally:
+                await conn.close()
+            pools[name] = (await db.create_pool(url, 1, 1), database, user, channel, otter)
+            variants[name] = []
+        words = (HEAD * 3)[:60]
+        for r in range(rounds):
+            for name, (pool, _, user, channel, otter) in pools.items():
+                for i in range(per_round):
+                    text = " ".join(words[(r * per_round + i + k * 7) % 60] for k in range(12))
+                    started = time.perf_counter()
+                    await messages.send(pool, channel, user, text, None, otter)
+                    variants[name].append(time.perf_counter() - started)
+        return {name: summary_ms(times) for name, times in variants.items()}
+    finally:
+        for pool, database, *_ in pools.values():
+            await pool.close()
+            await drop_database(admin_url, database)
+
+
 async def main(args: argparse.Namespace) -> None:
+    if args.send_cost:
+        calibration = await calibrate(with_database(args.admin_url, "postgres"))
+        log(f"machine: {calibration}")
+        result = {
+            commit: await send_cost(args.admin_url, args.rounds, 200, commit == "durable")
+            for commit in ("durable", "synchronous_commit_off")
+        }
+        for name, summary in [(f"{c}, {n}", v) for c, r in result.items() for n, v in r.items()]:
+            log(f"  send, {name:38} p50 {summary['p50_ms']:6.3f} ms  "
+                f"p99 {summary['p99_ms']:6.3f} ms  mean {summary['mean_ms']:6.3f} ms  "
+                f"({summary['count']} sends)")  # fmt: skip
+        print(json.dumps({"what": "store.messages.send(), one sender", "calibration": calibration,
+                          "send": result}, indent=2))  # fmt: skip
+        return
     url = with_database(args.admin_url, args.database)
     if not args.reuse:
         log(f"filling {args.database} ...")
@@ -283,9 +359,14 @@ if __name__ == "__main__":
         "--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
         help="a PostgreSQL server where the bench may create its database",
     )  # fmt: skip
-    parser.add_argument("--database", default="chatterwerks_bench_search")
+    parser.add_argument("--database", default=DEFAULT_DATABASE)
     parser.add_argument("--runs", type=int, default=200, help="runs of each query")
     parser.add_argument("--keep-database", action="store_true")
     parser.add_argument("--reuse", action="store_true", help="use the kept database as it is")
     parser.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE of each")
+    parser.add_argument(
+        "--send-cost", action="store_true",
+        help="instead: the cost of a send with and without the search column and indexes",
+    )  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=10, help="--send-cost: rounds of 200 sends")
     asyncio.run(main(parser.parse_args()))
