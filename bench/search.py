@@ -212,7 +212,8 @@ async def show_plan(pool: asyncpg.Pool, user_id: int, query: Any, label: str, q:
             " ".join(query.all_words()) or None,
         )
         await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-        if (query.phrases or len(query.prefix) > 1) and not scope["common_words"]:
+        small = scope["scope_messages"] <= search.SMALL_SCOPE
+        if small or ((query.phrases or len(query.prefix) > 1) and not scope["common_words"]):
             await conn.execute("SET LOCAL enable_indexscan = off")  # as store/search.py
         args = (
             scope["channels"],
@@ -224,11 +225,12 @@ async def show_plan(pool: asyncpg.Pool, user_id: int, query: Any, label: str, q:
             query.before_time(),
             query.after_time(),
             scope["common_words"],
+            small,
         )
         # EXPLAIN EXECUTE takes its arguments as SQL literals: quoted by the
         # server (quote_nullable), from the bench's own values.
         types = ("bigint[]", "timestamptz", "bigint", "int", "text", "bigint[]", "timestamptz",
-                 "timestamptz", "boolean")  # fmt: skip
+                 "timestamptz", "boolean", "boolean")  # fmt: skip
         literals = [
             await conn.fetchval(f"SELECT quote_nullable($1::{t}) || '::{t}'", a)
             for a, t in zip(args, types, strict=True)

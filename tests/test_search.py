@@ -23,6 +23,7 @@ from chatterwerks.search_query import (
     fold,
     parse,
 )
+from chatterwerks.store import search as search_store
 
 
 async def group(owner, *members, name="team"):
@@ -256,9 +257,15 @@ async def test_edits_and_deletions_are_searched_as_they_are_now(app, make_user):
     assert vector == ""
 
 
-async def test_common_words_take_the_walk_and_find_the_same(app, make_user):
+@pytest.mark.parametrize("small_scope", [search_store.SMALL_SCOPE, 0])
+async def test_common_words_take_the_walk_and_find_the_same(
+    app, make_user, monkeypatch, small_scope
+):
     """With statistics that call every word common, the statement tests the
-    vector row by row instead of through the index: same answers."""
+    vector row by row instead of through the index: same answers; and the
+    same again when the scope counts as large (the plans of a big database:
+    the channel as a filter, the walk newest-first)."""
+    monkeypatch.setattr(search_store, "SMALL_SCOPE", small_scope)
     alice = await make_user("alice")
     cid = await group(alice)
     for i in range(3):

@@ -18,6 +18,9 @@ from chatterwerks.store.channels import channel_not_found
 from chatterwerks.store.messages import message_not_found
 
 SEARCH_MAX = 50  # results per page
+# Channels holding at most this many messages in all are searched by reading
+# their rows through the channel index (a few ms), whatever the words.
+SMALL_SCOPE = 20_000
 
 
 Cursor = tuple[datetime.datetime, int]  # (created_at, id) of the last result shown
@@ -43,6 +46,7 @@ async def search(
         # which plan is fast depends on how common the words are and on the
         # channels, which only a plan made for these values can see.
         await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        small = scope["scope_messages"] <= SMALL_SCOPE
         args = (
             scope["channels"],
             before[0] if before else None,
@@ -53,11 +57,16 @@ async def search(
             query.before_time(),
             query.after_time(),
             scope["common_words"],
+            small,
         )
-        if (query.phrases or len(query.prefix) > 1) and not scope["common_words"]:
-            # The planner estimates a phrase as common as its words together,
-            # far above the truth: it walked 700,000 rows newest-first (400
-            # ms) for a phrase the word index finds in 10 ms (measured).
+        if small or ((query.phrases or len(query.prefix) > 1) and not scope["common_words"]):
+            # Bitmap plans only. A small scope: reading its channels' rows
+            # through their index beats walking the whole table's newest
+            # rows for them (in: a 2,000-message channel with a common word:
+            # 39,000 rows walked). A phrase: the planner estimates it as
+            # common as its words together, far above the truth, and walked
+            # 700,000 rows (400 ms) for a phrase the word index finds in 10
+            # ms (measured, docs/benchmarks.md).
             await conn.execute("SET LOCAL enable_indexscan = off")
         rows = await conn.fetch(QUERIES.search_messages, *args)
     page = [(row["channel_id"], row["json"], query.highlights(row["text"])) for row in rows[:limit]]

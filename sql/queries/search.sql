@@ -12,6 +12,14 @@ SELECT ARRAY(
              AND ($2::text[] IS NULL OR (
                  c.kind <> 'direct' AND lower(c.name) IN (SELECT lower(x) FROM unnest($2::text[]) AS x)))
        ) AS channels,
+       -- How many messages those channels hold (channels.message_count):
+       -- a small scope is read whole through the channel index.
+       (SELECT COALESCE(sum(c.message_count), 0) FROM subscriptions s
+        JOIN channels c ON c.id = s.channel_id
+        WHERE s.user_id = $1
+          AND ($2::text[] IS NULL OR (
+              c.kind <> 'direct' AND lower(c.name) IN (SELECT lower(x) FROM unnest($2::text[]) AS x)))
+       ) AS scope_messages,
        CASE WHEN $3::text[] IS NOT NULL THEN ARRAY(
            SELECT u.id FROM users u
            WHERE lower(u.username) COLLATE "C" IN (SELECT lower(x) FROM unnest($3::text[]) AS x))
@@ -38,6 +46,7 @@ SELECT ARRAY(
 -- that are letters and digits only, never user syntax), or NULL for none.
 -- $6: author ids (from:), NULL for anyone. $7/$8: sent before / from this
 -- time (before:, after:), NULL for no bound. $9: search_scope's common_words.
+-- $10: the scope is small (store/search.py).
 -- Run with custom plans (store/search.py): the planner sees the words and
 -- the channel ids as constants, and picks from their statistics between
 -- walking messages_created_idx newest-first (a common word) and the GIN
@@ -45,12 +54,13 @@ SELECT ARRAY(
 SELECT m.id, m.channel_id, m.created_at, m.text, message_json(m) AS json
 FROM messages m
 WHERE CASE
-          -- Folded to one branch at planning (custom plans). A few channels
-          -- (in:, or a user in few): their index may serve. Many: a filter
-          -- on the rows the word index or the time walk found; planned as
-          -- an index scan it made the planner AND in a 100,000-row bitmap
-          -- of 50 channels (10 to 100 times slower, measured).
-          WHEN cardinality($1::bigint[]) <= 3 THEN m.channel_id = ANY ($1::bigint[])
+          -- Folded to one branch at planning (custom plans). $10, a small
+          -- scope (search_scope's scope_messages, few enough to read them
+          -- all): the channel index serves. Otherwise a filter on the rows
+          -- the word index or the time walk found: as an index condition
+          -- it made the planner AND in a 100,000-row bitmap of 50 channels
+          -- (10 to 100 times slower, measured).
+          WHEN $10::boolean THEN m.channel_id = ANY ($1::bigint[])
           ELSE m.channel_id + 0 = ANY ($1::bigint[])
       END
   AND ($2::timestamptz IS NULL OR (m.created_at, m.id) < ($2::timestamptz, $3::bigint))
