@@ -10,7 +10,7 @@ from aiohttp import web
 from chatterwerks import events, keys
 from chatterwerks.auth import current_user
 from chatterwerks.errors import ApiError, rate_limited
-from chatterwerks.store import channels, messages
+from chatterwerks.store import channels, messages, search
 from chatterwerks.validation import (
     INT64_MAX,
     bad_input,
@@ -50,6 +50,8 @@ async def list_messages(request: web.Request) -> web.Response:
     channel_id = path_id(request)
     user_id = current_user(request)["id"]
     limit = query_int(request, "limit", DEFAULT_PAGE, minimum=1, clamp_to=messages.HISTORY_MAX)
+    if "around" in request.query:
+        return await _around(request, channel_id, user_id, limit)
     if "after" in request.query:
         after = query_int(request, "after", 0)
         settings = request.app[keys.SETTINGS]
@@ -66,6 +68,28 @@ async def list_messages(request: web.Request) -> web.Response:
     # Messages arrive as JSON text (message_json() in SQL): joined, not re-encoded.
     more = "true" if has_more else "false"
     return _json_text('{"messages": [' + ", ".join(page) + '], "has_more": ' + more + "}")
+
+
+async def _around(request: web.Request, channel_id: int, user_id: int, limit: int) -> web.Response:
+    """?around=SEQ: the page with message SEQ in its middle (a search hit or a
+    mention opened in context); the client pages on with before= and around=."""
+    if "before" in request.query or "after" in request.query:
+        raise bad_input("invalid_around", "around cannot be combined with before or after.")
+    seq = query_int(request, "around", 0, minimum=1)
+    if seq == 0:
+        raise bad_input("invalid_around", "around must be the seq of a message.")
+    page, has_before, has_after = await search.around(
+        request.app[keys.POOL], channel_id, user_id, seq, limit
+    )
+    return _json_text(
+        '{"messages": ['
+        + ", ".join(page)
+        + '], "has_more_before": '
+        + ("true" if has_before else "false")
+        + ', "has_more_after": '
+        + ("true" if has_after else "false")
+        + "}"
+    )
 
 
 async def _take_write(request: web.Request) -> None:

@@ -24,6 +24,7 @@ from chatterwerks import (
     keys,
 )
 from chatterwerks import web as pages
+from chatterwerks.api_search import routes as search_routes
 from chatterwerks.auth import auth_middleware
 from chatterwerks.config import Settings, redact_url
 from chatterwerks.embedded import EmbeddedPostgres
@@ -178,6 +179,7 @@ async def create_app(settings: Settings | None = None) -> web.Application:
         app.router.add_routes(table)
     app.router.add_routes(api_docs.routes)
     app.router.add_routes(api_live.routes)
+    app.router.add_routes(search_routes)
     app.router.add_static("/static", BASE_DIR / "static")
     return app
 

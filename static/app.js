@@ -14,6 +14,7 @@
 //   emoji.js     the emoji picker (frequent first)
 //   mention.js   "@" in a composer offers the channel's members
 //   mentions.js  the mentions view (GET /api/mentions)
+//   search.js    message search (GET /api/search): the box, results, jumping to a hit
 //   members.js   a channel's members, direct channels, user search
 //   dialogs.js   "find people" and "create a channel"
 //   poll.js      the long-poll loop: the only /api/events request, ever
@@ -60,6 +61,13 @@ import {
 import { wireNotifications } from "./notify.js";
 import { applySnapshot, backoffDelay, pollLoop, setConnection, waitOrWake } from "./poll.js";
 import { narrow, setMembersOpen, setNavOpen, sidebarItems } from "./sidebar.js";
+import {
+  loadMoreResults,
+  onSearchInput,
+  openSearch,
+  searchShortcut,
+  submitSearch,
+} from "./search.js";
 import { resetState, state } from "./state.js";
 import { closeThread, loadMoreReplies, sendReply, updateThreadSend } from "./thread.js";
 import { $, closeDialog, setFieldError, setText } from "./util.js";
@@ -176,6 +184,11 @@ function wire() {
   $("delete-form").addEventListener("submit", submitDelete);
   $("open-mentions").addEventListener("click", openMentions);
   $("mentions-more").addEventListener("click", loadMoreMentions);
+  $("open-search").addEventListener("click", openSearch);
+  $("search-input").addEventListener("input", onSearchInput);
+  $("search-form").addEventListener("submit", submitSearch);
+  $("search-more").addEventListener("click", loadMoreResults);
+  document.addEventListener("keydown", searchShortcut);
   document.addEventListener("pointerdown", onDocumentPointerDown);
   wirePicker();
   wireNotifications();

@@ -2,7 +2,7 @@
 
 import { api, handleAuthError } from "./api.js";
 import { fullFormat, textWithMentions, timeFormat } from "./msgview.js";
-import { switchChannel } from "./messages.js";
+import { openHit } from "./search.js";
 import { setNavOpen } from "./sidebar.js";
 import { channelLabel, state } from "./state.js";
 import { $, avatar, closeDialog, h, setText } from "./util.js";
@@ -32,7 +32,8 @@ function item({ channel_id: channelId, message }) {
         "data-seq": message.seq,
         onclick: () => {
           closeDialog($("mentions-dialog"));
-          if (state.channels.has(channelId)) switchChannel(channelId);
+          // At the message itself, in context (?around=SEQ), not the channel's newest.
+          if (state.channels.has(channelId)) openHit(channelId, message);
         },
       },
       avatar(message.author),

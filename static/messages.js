@@ -72,9 +72,51 @@ export function switchChannel(id, { focus = true } = {}) {
   let hist = state.history.get(id);
   if (!hist || hist.status === "error") hist = loadLatest(id);
   renderMessages();
-  restoreScroll(hist);
+  if (hist.focusSeq) scrollToFocus(hist);
+  else restoreScroll(hist);
   maybeMarkRead();
   if (focus && !narrow.matches) $("composer-input").focus();
+}
+
+/**
+ * Opens a channel at one message (a search hit, a mention): scrolled to and
+ * highlighted. If the channel's loaded run does not hold it, the page around
+ * it is loaded (?around=SEQ); the channel then pages older and newer from
+ * there, and joins the live messages when the newer pages reach them.
+ */
+export function jumpToMessage(channelId, seq) {
+  if (!state.channels.has(channelId)) {
+    toast("That channel is no longer available.");
+    return;
+  }
+  let hist = state.history.get(channelId);
+  const inRun =
+    hist && hist.status === "ready" && hist.msgs.has(seq) && (!hist.runEnd || seq <= hist.runEnd);
+  if (!inRun) hist = loadAround(channelId, seq);
+  hist.focusSeq = seq;
+  if (state.currentId === channelId) {
+    renderMessages();
+    if (hist.status === "ready") scrollToFocus(hist);
+  } else {
+    switchChannel(channelId, { focus: false });
+  }
+}
+
+/** Scrolls the focused message (of a jump) into the middle and flashes it. */
+function scrollToFocus(hist) {
+  const seq = hist.focusSeq;
+  if (!seq || hist.status !== "ready") return;
+  hist.focusSeq = null;
+  const li = $("message-list").querySelector(`li.msg[data-seq="${seq}"]`);
+  if (!li) {
+    scrollToBottom();
+    return;
+  }
+  li.scrollIntoView({ block: "center" });
+  hist.scroll = $("messages").scrollTop;
+  for (const old of document.querySelectorAll("li.msg.msg-found")) old.classList.remove("msg-found");
+  // Marked until the next jump: a left rule stays, the background fades (CSS).
+  li.classList.add("msg-found");
 }
 
 export function forgetChannel(id) {
@@ -145,12 +187,19 @@ export function applyMessage(message, { own = false } = {}) {
     noteRead(channel, message);
     channel.mentions = 0;
   }
-  const hist = state.history.get(message.channel_id);
+  let hist = state.history.get(message.channel_id);
+  if (own && hist && hist.runEnd) {
+    // We wrote while reading an older page: open the channel at its newest.
+    state.history.delete(message.channel_id);
+    hist = null;
+    if (state.currentId === message.channel_id) switchChannel(message.channel_id);
+  }
   let added = true;
   // Channels never opened keep no messages: opening loads the newest page.
   if (hist && hist.status !== "error") {
     added = storeMessage(hist, message);
-    if (added && hist.status === "ready" && message.channel_id === state.currentId) {
+    const shown = !hist.runEnd || message.seq <= hist.runEnd;
+    if (added && shown && hist.status === "ready" && message.channel_id === state.currentId) {
       showNewMessage(message, { own });
     }
   }
@@ -210,6 +259,110 @@ function loadLatest(id) {
   return hist;
 }
 
+/**
+ * Opens a channel at the page around message `seq`. The entry's run then
+ * ends at `runEnd` (the newest seq loaded so far) while `hasNewer`: live
+ * messages are still kept (they are beyond the run) but not shown until the
+ * newer pages reach them. Returns the (loading) history entry.
+ */
+function loadAround(id, seq) {
+  const gen = state.gen;
+  const hist = {
+    status: "loading",
+    msgs: new Map(),
+    hasMore: false,
+    hasNewer: false,
+    runEnd: null,
+    loadingOlder: false,
+    loadingNewer: false,
+    scroll: null,
+    error: "",
+    focusSeq: seq,
+  };
+  state.history.set(id, hist);
+  (async () => {
+    try {
+      const page = await api(
+        "GET",
+        `/api/channels/${id}/messages?around=${seq}&limit=${PAGE_SIZE}`,
+      );
+      if (gen !== state.gen || state.history.get(id) !== hist) return;
+      for (const message of page.messages) storeMessage(hist, message);
+      hist.hasMore = page.has_more_before;
+      setNewer(hist, page);
+      hist.status = "ready";
+    } catch (err) {
+      if (gen !== state.gen || state.history.get(id) !== hist) return;
+      if (handleAuthError(err)) return;
+      if (err.status === 404 && err.code === "channel_not_found") {
+        forgetChannel(id);
+        toast("That channel is no longer available.");
+        return;
+      }
+      if (err.status === 404) {
+        // The message is gone (or never was): open the channel at its newest.
+        state.history.delete(id);
+        if (state.currentId === id) switchChannel(id);
+        toast("That message is no longer there.");
+        return;
+      }
+      hist.status = "error";
+      hist.error = err.message;
+    }
+    if (state.currentId === id) {
+      renderMessages();
+      scrollToFocus(hist);
+      maybeMarkRead();
+    }
+  })();
+  return hist;
+}
+
+/** Whether newer messages remain to be paged in, after a page that says so. */
+function setNewer(hist, page) {
+  const newest = page.messages.length ? page.messages[page.messages.length - 1].seq : 0;
+  hist.hasNewer = page.has_more_after;
+  hist.runEnd = hist.hasNewer ? Math.max(hist.runEnd || 0, newest) : null;
+}
+
+/** Loads the page after the newest message shown (a run opened around a message). */
+export async function loadNewer() {
+  const id = state.currentId;
+  const hist = state.history.get(id);
+  if (!hist || hist.status !== "ready" || !hist.hasNewer || hist.loadingNewer) return;
+  const gen = state.gen;
+  hist.loadingNewer = true;
+  try {
+    // Around the run's end: half a page we have, then the next newer ones.
+    const page = await api(
+      "GET",
+      `/api/channels/${id}/messages?around=${hist.runEnd}&limit=${2 * PAGE_SIZE}`,
+    );
+    if (gen !== state.gen || state.history.get(id) !== hist) return;
+    for (const message of page.messages) storeMessage(hist, message);
+    setNewer(hist, page);
+    const channel = state.channels.get(id);
+    if (channel && !hist.hasNewer) {
+      const newest = hist.msgs.get(newestSeq(hist));
+      if (newest) noteMessage(channel, newest);
+    }
+  } catch (err) {
+    if (gen !== state.gen) return;
+    if (handleAuthError(err)) return;
+    toast(`Couldn't load newer messages: ${err.message}`);
+  } finally {
+    hist.loadingNewer = false;
+  }
+  if (state.currentId === id) {
+    // Newer messages arrive below: what the reader looks at stays put.
+    const el = $("messages");
+    const top = el.scrollTop;
+    renderMessages();
+    el.scrollTop = top;
+    maybeMarkRead();
+  }
+}
+
 /** Loads the page before the oldest message shown, keeping the reader's place. */
 export async function loadOlder() {
   const id = state.currentId;
@@ -247,6 +400,7 @@ function fillViewport() {
   const hist = state.history.get(state.currentId);
   if (hist && hist.hasMore && !hist.olderError && el.scrollHeight <= el.clientHeight + TOP_LOAD_PX)
     loadOlder();
+  if (hist && hist.hasNewer && el.scrollHeight <= el.clientHeight + TOP_LOAD_PX) loadNewer();
 }
 
 // What the message list currently shows, so new messages can be appended.
@@ -324,6 +478,7 @@ function renderMessages() {
   let previous = null;
   let newest = 0;
   for (const seq of [...hist.msgs.keys()].sort((a, b) => a - b)) {
+    if (hist.runEnd && seq > hist.runEnd) break; // beyond the run: not shown yet
     const message = hist.msgs.get(seq);
     newest = seq;
     if (!inChannelList(message)) continue;
@@ -388,6 +543,7 @@ export function lastEditableOfMine(channelId) {
   if (!hist || hist.status !== "ready") return null;
   const seqs = [...hist.msgs.keys()].sort((a, b) => b - a);
   for (const seq of seqs) {
+    if (hist.runEnd && seq > hist.runEnd) continue; // not shown yet
     const message = hist.msgs.get(seq);
     if (inChannelList(message) && permissions(message).edit) return message;
   }
@@ -411,7 +567,7 @@ export function maybeMarkRead() {
   const id = state.currentId;
   const channel = state.channels.get(id);
   const hist = state.history.get(id);
-  if (!channel || !hist || hist.status !== "ready") return;
+  if (!channel || !hist || hist.status !== "ready" || hist.hasNewer) return;
   if (document.visibilityState !== "visible" || !isAtBottom()) return;
   const newest = hist.msgs.get(newestSeq(hist));
   if (!newest || newest.seq <= channel.last_read_seq) return;
@@ -431,6 +587,7 @@ export function onMessagesScroll() {
   const goingUp = el.scrollTop < state.lastScrollTop;
   state.lastScrollTop = el.scrollTop;
   if (el.scrollTop <= TOP_LOAD_PX && (goingUp || el.scrollTop === 0)) loadOlder();
+  if (el.scrollHeight - el.scrollTop - el.clientHeight <= TOP_LOAD_PX) loadNewer();
   if (isAtBottom()) {
     hideNewMarker();
     maybeMarkRead();
