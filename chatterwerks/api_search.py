@@ -9,7 +9,7 @@ from aiohttp import web
 
 from chatterwerks import keys
 from chatterwerks.auth import current_user
-from chatterwerks.errors import ApiError
+from chatterwerks.errors import ApiError, rate_limited
 from chatterwerks.search_query import QueryError, parse
 from chatterwerks.store import search
 from chatterwerks.validation import INT64_MAX, query_int
@@ -56,9 +56,10 @@ async def search_messages(request: web.Request) -> web.Response:
         ) from None
     before = _cursor(request)
     limit = query_int(request, "limit", DEFAULT_PAGE, minimum=1, clamp_to=search.SEARCH_MAX)
-    page, next_before = await search.search(
-        request.app[keys.POOL], current_user(request)["id"], query, before, limit
-    )
+    user_id = current_user(request)["id"]
+    if wait := await request.app[keys.LIMITERS].search_user.take(user_id):
+        raise rate_limited(wait, "You are searching too fast; wait a moment.")
+    page, next_before = await search.search(request.app[keys.POOL], user_id, query, before, limit)
     # Messages arrive as JSON text (message_json() in SQL): joined, not re-encoded.
     items = ", ".join(
         f'{{"channel_id": {channel_id}, "message": {json}, "highlights": {_spans(highlights)}}}'

@@ -166,6 +166,7 @@ async def create_app(settings: Settings | None = None) -> web.Application:
         settings.limit_register_address,
         settings.limit_messages_user,
         settings.limit_typing_user,
+        settings.limit_search_user,
     )
     aiohttp_jinja2.setup(
         app,

@@ -58,6 +58,8 @@ class Settings:
     trust_forwarded_for: bool = False
     # Typing and presence (docs/architecture.md, "Ephemeral events and presence").
     limit_typing_user: Limit | None = Limit(3, 2.0)  # a burst of 3, then one per 2 s
+    # Searches per user: results as you type (a few a second), not a scraper.
+    limit_search_user: Limit | None = Limit(30, 0.25)  # a burst of 30, then 4 a second
     # Seconds without input before the browser client reports the user away.
     away_after: float = 600.0
     # Seconds a user stays online here after their last poll ended.
@@ -156,6 +158,7 @@ class Settings:
                 "CHATTERWERKS_TRUST_FORWARDED_FOR", defaults.trust_forwarded_for
             ),
             limit_typing_user=limit("CHATTERWERKS_LIMIT_TYPING_USER", defaults.limit_typing_user),
+            limit_search_user=limit("CHATTERWERKS_LIMIT_SEARCH_USER", defaults.limit_search_user),
             away_after=number("CHATTERWERKS_AWAY_AFTER", defaults.away_after, float, 1),
             presence_grace=number(
                 "CHATTERWERKS_PRESENCE_GRACE", defaults.presence_grace, float, 0.1

@@ -19,4 +19,3 @@ HASHER = web.AppKey("hasher", PasswordHasher)
 OTTER_ID = web.AppKey("otter_id", int)
 LIMITERS = web.AppKey("limiters", Limiters)
 SESSIONS = web.AppKey("sessions", SessionCache)
-# POST /api/channels/{id}/typing, per user (settings.limit_typing_user).

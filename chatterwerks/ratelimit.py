@@ -192,6 +192,7 @@ class Limiters:
         register_address: Limit | None,
         messages_user: Limit | None,
         typing_user: Limit | None = None,
+        search_user: Limit | None = None,
     ) -> None:
         # Sign-ins and registrations are rare and guard against guessing: a
         # token per request, exact. Messages are frequent: leased.
@@ -205,6 +206,8 @@ class Limiters:
         # Typing notices: each is a NOTIFY to every process, so the limit holds
         # across hosts too; leased like messages (a token each while small).
         self.typing_user = SharedLimiter("typing_user", typing_user, lease_max_for(typing_user))
+        # Searches: each may read thousands of index entries; leased, frequent.
+        self.search_user = SharedLimiter("search_user", search_user, lease_max_for(search_user))
 
     def shared(self) -> list[SharedLimiter]:
         return [value for value in vars(self).values() if isinstance(value, SharedLimiter)]

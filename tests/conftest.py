@@ -110,6 +110,7 @@ def settings(database_url: str) -> Settings:
         limit_login_username=None,
         limit_register_address=None,
         limit_messages_user=None,
+        limit_search_user=None,
         max_polls_per_user=100,
     )
 

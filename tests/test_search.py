@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from chatterwerks import keys
 from chatterwerks.db import QUERIES
+from chatterwerks.ratelimit import Limit, SharedLimiter
 from chatterwerks.search_query import (
     MAX_QUERY_LENGTH,
     MAX_WORDS,
@@ -485,3 +486,21 @@ async def test_around_errors(make_user):
     assert_error(
         await bob.get(path, expect=404, params={"around": str(sent["seq"])}), "channel_not_found"
     )
+
+
+async def test_searches_are_rate_limited_per_user(app, make_user):
+    """The search limit is a shared bucket like every other (ratelimit.py);
+    the conftest turns it off, so it is put back here."""
+    limiter = SharedLimiter("search_user", Limit(3, 60.0))
+    limiter.bind(app[keys.POOL])
+    app[keys.LIMITERS].search_user = limiter
+    alice, bob = await make_user("alice"), await make_user("bob")
+    for _ in range(3):
+        await search(alice, "hello")
+    response = await alice.client.get("/api/search", params={"q": "hello"}, headers=alice.headers)
+    assert response.status == 429
+    assert_error(await response.json(), "rate_limited")
+    assert int(response.headers["Retry-After"]) >= 1
+    # A bad query is answered 400 before the limit is looked at; bob has his own bucket.
+    await search(alice, '"unclosed', expect=400)
+    await search(bob, "hello")
