@@ -3,8 +3,6 @@ limits, images and thumbnails, deletion and the sweep."""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import io
 import os
 from typing import Any
@@ -34,7 +32,7 @@ async def upload(user, cid: int, data: bytes, name: str = "a.bin", expect: int |
     import aiohttp
 
     form = aiohttp.FormData()
-    form.add_field("file", data, filename=name, content_type="application/octet-stream")
+    form.add_field("file", io.BytesIO(data), filename=name, content_type="application/octet-stream")
     response = await user.client.post(f"/api/channels/{cid}/files", data=form, headers=user.headers)
     body = await response.json()
     if expect is not None:
