@@ -4,6 +4,7 @@ limits, images and thumbnails, deletion and the sweep."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import os
@@ -516,3 +517,45 @@ async def test_upload_streams_and_another_process_serves_it(settings, make_user,
     finally:
         stop_server(one)
         stop_server(two)
+
+
+async def test_a_client_that_hangs_up_leaves_nothing(make_user, app):
+    """An upload cut off mid-body (the client goes away) is cleaned up: no
+    row, no chunk, although the handler was cancelled."""
+    alice = await make_user()
+    cid = await group(alice)
+    sent_enough = asyncio.Event()
+
+    async def body() -> Any:
+        for _ in range(3):
+            yield os.urandom(100_000)
+        sent_enough.set()
+        await asyncio.sleep(3600)  # then nothing more, ever
+
+    async def count() -> tuple[int, int]:
+        async with app[keys.POOL].acquire() as conn:
+            return (
+                await conn.fetchval("SELECT count(*) FROM files"),
+                await conn.fetchval("SELECT count(*) FROM file_chunks"),
+            )
+
+    request = asyncio.create_task(
+        alice.client.post(
+            f"/api/channels/{cid}/files?name=cut.bin", data=body(), headers=alice.headers
+        )
+    )
+    await sent_enough.wait()
+    # The server has the upload's row and its first chunk before long.
+    for _ in range(500):
+        if await count() == (1, 1):
+            break
+        await asyncio.sleep(0.01)
+    assert await count() == (1, 1)
+    request.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await request
+    for _ in range(500):
+        if await count() == (0, 0):
+            break
+        await asyncio.sleep(0.01)
+    assert await count() == (0, 0)
