@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import logging
 import re
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,6 +32,7 @@ from chatterwerks.store import files
 from chatterwerks.validation import bad_input, file_name, path_id
 
 routes = web.RouteTableDef()
+log = logging.getLogger(__name__)
 
 READ_SIZE = 256 * 1024
 # A client that sends nothing for this long is cut off.
@@ -321,8 +323,16 @@ async def download(request: web.Request) -> web.StreamResponse:
     storage = _backend(app, found.storage)
     await response.prepare(request)
     if request.method != "HEAD":
-        async for data in storage.read(found.id, found.storage_key, start, end):
-            await response.write(data)
+        try:
+            async for data in storage.read(found.id, found.storage_key, start, end):
+                await response.write(data)
+        except Exception as exc:
+            # The headers are gone: no error answer can follow. The client
+            # sees a connection cut short of Content-Length, never wrong bytes.
+            log.warning("file %d: download cut off: %r", found.id, exc)
+            if request.transport is not None:
+                request.transport.close()
+            return response
     await response.write_eof()
     return response
 
