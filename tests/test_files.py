@@ -598,3 +598,14 @@ async def test_missing_bytes_cut_the_download_short(make_user, app):
     assert response.status == 200 and response.content_length == 300_000
     with pytest.raises(aiohttp.ClientPayloadError):
         await response.read()
+
+
+async def test_concurrent_image_uploads_all_get_thumbnails(make_user):
+    """More images at once than are decoded at once: they take turns."""
+    alice = await make_user()
+    cid = await group(alice)
+    answers = await asyncio.gather(
+        *[upload(alice, cid, png(900 + i, 300), f"{i}.png") for i in range(5)]
+    )
+    assert [a["file"]["width"] for a in answers] == [900 + i for i in range(5)]
+    assert all(a["file"]["thumbnail_url"] for a in answers)
