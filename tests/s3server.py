@@ -90,6 +90,7 @@ def s3_url() -> Iterator[str]:
     for attempt in range(2):
         ports = {name: _free_port() for name in ("master", "volume", "filer", "s3")}
         process = _start(weed, workdir, ports, log)
+        process.ports = ports  # type: ignore[attr-defined]
         url = f"s3://{ACCESS_KEY}:{SECRET_KEY}@127.0.0.1:{ports['s3']}/{BUCKET}?secure=0"
         try:
             asyncio.run(_wait_for_bucket(url, process))
@@ -145,3 +146,9 @@ def _stop(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    # Killed, weed leaves its unix sockets in /tmp (/tmp/seaweedfs-*-PORT.sock).
+    for port in process.ports.values():  # type: ignore[attr-defined]
+        for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
+            sock.unlink(missing_ok=True)
+        for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port + 10000}.sock"):
+            sock.unlink(missing_ok=True)
