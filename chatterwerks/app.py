@@ -18,6 +18,7 @@ from chatterwerks import (
     api_accounts,
     api_channels,
     api_docs,
+    api_files,
     api_live,
     api_messages,
     db,
@@ -167,13 +168,14 @@ async def create_app(settings: Settings | None = None) -> web.Application:
         settings.limit_messages_user,
         settings.limit_typing_user,
         settings.limit_search_user,
+        settings.limit_uploads_user,
     )
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(BASE_DIR / "templates"),
         autoescape=jinja2.select_autoescape(default=True),
     )
-    app.cleanup_ctx.extend([database_ctx, pool_ctx, limits_ctx, hub_ctx])
+    app.cleanup_ctx.extend([database_ctx, pool_ctx, limits_ctx, hub_ctx, api_files.storage_ctx])
     app.on_shutdown.append(answer_waiting_polls)
     app.on_response_prepare.append(pages.security_headers)
     for table in (api_accounts.routes, api_channels.routes, api_messages.routes, pages.routes):
@@ -181,6 +183,7 @@ async def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_routes(api_docs.routes)
     app.router.add_routes(api_live.routes)
     app.router.add_routes(search_routes)
+    app.router.add_routes(api_files.routes)
     app.router.add_static("/static", BASE_DIR / "static")
     return app
 

@@ -66,6 +66,13 @@ class Settings:
     presence_grace: float = 5.0
     # Seconds between sweeps of the presence rows of processes that died.
     presence_sweep: float = 30.0
+    # Files (docs/api.md "Files"): the largest upload, each user's total,
+    # where the bytes go (None: PostgreSQL; s3://...: chatterwerks/storage/s3.py),
+    # and uploads per user (a burst of 30, then one every 2 seconds).
+    max_upload_bytes: int = 25 * 1024 * 1024
+    upload_quota_bytes: int = 1024 * 1024 * 1024
+    storage_url: str | None = None
+    limit_uploads_user: Limit | None = Limit(30, 2.0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -164,6 +171,20 @@ class Settings:
                 "CHATTERWERKS_PRESENCE_GRACE", defaults.presence_grace, float, 0.1
             ),
             presence_sweep=number("CHATTERWERKS_PRESENCE_SWEEP", defaults.presence_sweep, float, 1),
+            max_upload_bytes=int(
+                number("CHATTERWERKS_MAX_UPLOAD_MB", defaults.max_upload_bytes / 2**20, float, 0)
+                * 2**20
+            ),
+            upload_quota_bytes=int(
+                number(
+                    "CHATTERWERKS_UPLOAD_QUOTA_MB", defaults.upload_quota_bytes / 2**20, float, 0
+                )
+                * 2**20
+            ),
+            storage_url=env.get("CHATTERWERKS_STORAGE_URL") or None,
+            limit_uploads_user=limit(
+                "CHATTERWERKS_LIMIT_UPLOADS_USER", defaults.limit_uploads_user
+            ),
         )
 
     def replace(self, **changes: object) -> Settings:

@@ -10,6 +10,8 @@ from chatterwerks.passwords import PasswordHasher
 from chatterwerks.ratelimit import Limiters
 from chatterwerks.realtime import Hub
 from chatterwerks.sessions import SessionCache
+from chatterwerks.storage import Storage
+from chatterwerks.storage.sweeper import FileSweeper
 
 SETTINGS = web.AppKey("settings", Settings)
 DATABASE_URL = web.AppKey("database_url", str)
@@ -19,3 +21,6 @@ HASHER = web.AppKey("hasher", PasswordHasher)
 OTTER_ID = web.AppKey("otter_id", int)
 LIMITERS = web.AppKey("limiters", Limiters)
 SESSIONS = web.AppKey("sessions", SessionCache)
+# Files (chatterwerks/api_files.py).
+STORAGE = web.AppKey("storage", Storage)
+FILE_SWEEPER = web.AppKey("file_sweeper", FileSweeper)

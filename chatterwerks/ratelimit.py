@@ -193,6 +193,7 @@ class Limiters:
         messages_user: Limit | None,
         typing_user: Limit | None = None,
         search_user: Limit | None = None,
+        uploads_user: Limit | None = None,
     ) -> None:
         # Sign-ins and registrations are rare and guard against guessing: a
         # token per request, exact. Messages are frequent: leased.
@@ -208,6 +209,7 @@ class Limiters:
         self.typing_user = SharedLimiter("typing_user", typing_user, lease_max_for(typing_user))
         # Searches: each may read thousands of index entries; leased, frequent.
         self.search_user = SharedLimiter("search_user", search_user, lease_max_for(search_user))
+        self.uploads_user = SharedLimiter("uploads_user", uploads_user, lease_max_for(uploads_user))
 
     def shared(self) -> list[SharedLimiter]:
         return [value for value in vars(self).values() if isinstance(value, SharedLimiter)]
