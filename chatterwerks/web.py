@@ -89,6 +89,8 @@ async def chat_page(request: web.Request) -> web.Response:
         "signed_in": await signed_in(request),
         # Seconds without input before the page reports its user away (live.js).
         "away_after": request.app[keys.SETTINGS].away_after,
+        # The largest upload, so the page refuses a bigger file before sending it.
+        "max_upload_bytes": request.app[keys.SETTINGS].max_upload_bytes,
     }
     response = aiohttp_jinja2.render_template("chat.html", request, context)
     response.headers["Cache-Control"] = "no-cache"
