@@ -22,6 +22,7 @@ const PAPERCLIP = [
   "M20 11.5l-7.8 7.8a5 5 0 01-7.1-7.1l8.5-8.5a3.3 3.3 0 014.7 4.7l-8.5 8.5a1.7 1.7 0 01-2.4-2.4l7.8-7.8",
 ];
 const FILE_ICON = ["M6 3h8l4 4v14H6z", "M14 3v4h4"];
+const IMAGE_ICON = ["M4 5h16v14H4z", "M4 16l5-5 4 4 3-3 4 4", "M15.5 9h.01"];
 const X_ICON = ["M6 6l12 12M18 6L6 18"];
 
 /** The per-file limit the server rendered into the page (bytes; 0: unknown). */
@@ -295,7 +296,11 @@ export class Tray {
       item.node = h(
         "li",
         { class: "file-chip", "data-local-id": item.localId },
-        h("span", { class: "file-chip-icon" }, icon(...FILE_ICON)),
+        h(
+          "span",
+          { class: "file-chip-icon" },
+          icon(...((item.blob.type || "").startsWith("image/") ? IMAGE_ICON : FILE_ICON)),
+        ),
         h(
           "span",
           { class: "file-chip-text" },
