@@ -27,7 +27,8 @@ const X_ICON = ["M6 6l12 12M18 6L6 18"];
 
 /** The per-file limit the server rendered into the page (bytes; 0: unknown). */
 export function maxUploadBytes() {
-  const value = Number(document.body.dataset.maxUpload);
+  const meta = document.querySelector('meta[name="chatterwerks-max-upload"]');
+  const value = Number(meta && meta.content);
   return Number.isFinite(value) && value > 0 ? value : 0;
 }
 
