@@ -255,13 +255,6 @@ export class Tray {
     this.render();
   }
 
-  /** Drops a slot's chips (its thread or channel is gone). */
-  forget(slot) {
-    for (const item of this.items(slot)) if (item.xhr) item.xhr.abort();
-    this.slots.delete(String(slot));
-    this.render();
-  }
-
   /** Aborts everything (sign-out). */
   reset() {
     for (const items of this.slots.values()) {
