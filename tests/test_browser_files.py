@@ -23,13 +23,12 @@ from test_browser import MOBILE, PageProblems, messages, open_chat, sidebar_item
 browser = test_browser.browser
 base_url = test_browser.base_url
 
-LIMIT_MB = 1  # a small per-file limit, so "too large" needs no big file
-LIMIT = LIMIT_MB * 1024 * 1024
+LIMIT = 1024 * 1024  # a small per-file limit, so "too large" needs no big file
 
 
 @pytest.fixture
 def settings(settings: Any) -> Any:
-    return dataclasses.replace(settings, max_upload_mb=LIMIT_MB)
+    return dataclasses.replace(settings, max_upload_bytes=LIMIT)
 
 
 async def team(make_user: Any) -> tuple[Any, Any, int]:
