@@ -53,8 +53,8 @@ export class Tray {
     this.slotOf = slotOf;
     this.onChange = onChange;
     this.errorEl = errorEl;
+    this.textarea = textarea;
     this.slots = new Map(); // slot -> [item]
-    this.shown = null;
 
     this.list = h("ul", {
       class: "file-tray",
@@ -148,7 +148,8 @@ export class Tray {
   add(files) {
     const slot = this.slotOf();
     const channelId = this.channelOf();
-    if (slot === null || channelId === null || !files.length) return;
+    // A composer that is off (a deleted thread root) takes no files either.
+    if (slot === null || channelId === null || !files.length || this.textarea.disabled) return;
     const key = String(slot);
     const items = this.slots.get(key) || [];
     this.slots.set(key, items);
