@@ -15,11 +15,13 @@ from chatterwerks.validation import (
     INT64_MAX,
     bad_input,
     emoji_value,
+    file_ids,
     idempotency_key,
     int_value,
     json_object,
     message_seq,
     message_text,
+    message_text_with_files,
     path_id,
     query_int,
     query_seconds,
@@ -81,7 +83,8 @@ def _json_text(text: str, status: int = 200) -> web.Response:
 async def send_message(request: web.Request) -> web.Response:
     channel_id = path_id(request)
     body = await json_object(request)
-    text, answers = message_text(body), reply_to(body)
+    files = file_ids(body)
+    text, answers = message_text_with_files(body, files), reply_to(body)
     key = idempotency_key(request)
     author = current_user(request)
     app = request.app
@@ -92,7 +95,7 @@ async def send_message(request: web.Request) -> web.Response:
     # _sending meanwhile (the loop itself keeps only weak references).
     task = asyncio.ensure_future(
         messages.send(
-            app[keys.POOL], channel_id, author["id"], text, key, app[keys.OTTER_ID], answers
+            app[keys.POOL], channel_id, author["id"], text, key, app[keys.OTTER_ID], answers, files
         )
     )
     _sending.add(task)
@@ -117,6 +120,8 @@ async def delete_message(request: web.Request) -> web.Response:
     channel_id, seq = path_id(request), message_seq(request)
     _take_write(request)
     await messages.delete(request.app[keys.POOL], channel_id, seq, current_user(request)["id"])
+    # Its files' rows went in the deletion; objects in an external store go now.
+    request.app[keys.FILE_SWEEPER].poke()
     return web.Response(status=204)
 
 

@@ -11,7 +11,16 @@ import asyncpg
 import jinja2
 from aiohttp import web
 
-from chatterwerks import BASE_DIR, api_accounts, api_channels, api_docs, api_messages, db, keys
+from chatterwerks import (
+    BASE_DIR,
+    api_accounts,
+    api_channels,
+    api_docs,
+    api_files,
+    api_messages,
+    db,
+    keys,
+)
 from chatterwerks import web as pages
 from chatterwerks.auth import auth_middleware
 from chatterwerks.config import Settings, redact_url
@@ -117,11 +126,13 @@ async def create_app(settings: Settings | None = None) -> web.Application:
         autoescape=jinja2.select_autoescape(default=True),
     )
     app.cleanup_ctx.extend([database_ctx, pool_ctx, hub_ctx])
+    app.cleanup_ctx.append(api_files.storage_ctx)
     app.on_shutdown.append(answer_waiting_polls)
     app.on_response_prepare.append(pages.security_headers)
     for table in (api_accounts.routes, api_channels.routes, api_messages.routes, pages.routes):
         app.router.add_routes(table)
     app.router.add_routes(api_docs.routes)
+    app.router.add_routes(api_files.routes)
     app.router.add_static("/static", BASE_DIR / "static")
     return app
 

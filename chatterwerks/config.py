@@ -49,6 +49,13 @@ class Settings:
     max_polls_per_user: int = 20
     # Behind a reverse proxy, the client address is the last X-Forwarded-For hop.
     trust_forwarded_for: bool = False
+    # Files (docs/api.md "Files"): the largest upload, each user's total,
+    # where the bytes go (None: PostgreSQL; s3://...: chatterwerks/storage/s3.py),
+    # and uploads per user (a burst of 30, then one every 2 seconds).
+    max_upload_bytes: int = 25 * 1024 * 1024
+    upload_quota_bytes: int = 1024 * 1024 * 1024
+    storage_url: str | None = None
+    limit_uploads_user: Limit | None = Limit(30, 2.0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -137,6 +144,20 @@ class Settings:
             ),
             trust_forwarded_for=flag(
                 "CHATTERWERKS_TRUST_FORWARDED_FOR", defaults.trust_forwarded_for
+            ),
+            max_upload_bytes=int(
+                number("CHATTERWERKS_MAX_UPLOAD_MB", defaults.max_upload_bytes / 2**20, float, 0)
+                * 2**20
+            ),
+            upload_quota_bytes=int(
+                number(
+                    "CHATTERWERKS_UPLOAD_QUOTA_MB", defaults.upload_quota_bytes / 2**20, float, 0
+                )
+                * 2**20
+            ),
+            storage_url=env.get("CHATTERWERKS_STORAGE_URL") or None,
+            limit_uploads_user=limit(
+                "CHATTERWERKS_LIMIT_UPLOADS_USER", defaults.limit_uploads_user
             ),
         )
 

@@ -7,9 +7,11 @@ from aiohttp import web
 
 from chatterwerks.config import Settings
 from chatterwerks.passwords import PasswordHasher
-from chatterwerks.ratelimit import Limiters
+from chatterwerks.ratelimit import Limiters, RateLimiter
 from chatterwerks.realtime import Hub
 from chatterwerks.sessions import SessionCache
+from chatterwerks.storage import Storage
+from chatterwerks.storage.sweeper import FileSweeper
 
 SETTINGS = web.AppKey("settings", Settings)
 DATABASE_URL = web.AppKey("database_url", str)
@@ -19,3 +21,7 @@ HASHER = web.AppKey("hasher", PasswordHasher)
 OTTER_ID = web.AppKey("otter_id", int)
 LIMITERS = web.AppKey("limiters", Limiters)
 SESSIONS = web.AppKey("sessions", SessionCache)
+# Files (chatterwerks/api_files.py).
+STORAGE = web.AppKey("storage", Storage)
+UPLOAD_LIMITER = web.AppKey("upload_limiter", RateLimiter)
+FILE_SWEEPER = web.AppKey("file_sweeper", FileSweeper)

@@ -205,3 +205,62 @@ def path_id(request: web.Request, name: str = "id") -> int:
     if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
         raise ApiError(404, "channel_not_found", "No such channel.")
     return int(raw)
+
+
+# Files (issue 12; docs/api.md "Files").
+MAX_FILES_PER_MESSAGE = 10
+FILE_NAME_MAX_CHARS = 255
+
+
+def file_ids(body: dict[str, Any]) -> list[int]:
+    """The optional `files` of a send: 1 to 10 distinct file ids, in order."""
+    raw = body.get("files")
+    if raw is None or raw == []:
+        return []
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_FILES_PER_MESSAGE:
+        raise bad_input(
+            "invalid_file", f"files must be a list of at most {MAX_FILES_PER_MESSAGE} file ids."
+        )
+    for item in raw:
+        if not isinstance(item, int) or isinstance(item, bool) or not 1 <= item <= INT64_MAX:
+            raise bad_input("invalid_file", "files must be a list of file ids.")
+    if len(set(raw)) != len(raw):
+        raise bad_input("invalid_file", "A file can be attached once to a message.")
+    return raw
+
+
+def message_text_with_files(body: dict[str, Any], files: list[int]) -> str:
+    """message_text, except that a message with files may have no text."""
+    if not files:
+        return message_text(body)
+    text = string_field(body, "text", required=False).strip()
+    if len(text) > MESSAGE_MAX_CHARS:
+        raise bad_input("invalid_text", f"A message has at most {MESSAGE_MAX_CHARS} characters.")
+    return text
+
+
+_BIDI_AND_CONTROLS = re.compile(r"[\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def file_name(raw: str | None) -> str:
+    """An uploaded file's name as shown and offered for download: the last
+    path component, no control or direction-override characters (a
+    "gnp.exe" shown as "exe.png"), at most 255 characters; "file" if
+    nothing is left."""
+    if raw is None:
+        return "file"
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_input("invalid_file_name", "The file name must be valid Unicode.") from None
+    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    name = _BIDI_AND_CONTROLS.sub("", name).strip()
+    if name in ("", ".", ".."):
+        return "file"
+    if len(name) > FILE_NAME_MAX_CHARS:
+        stem, dot, ext = name.rpartition(".")
+        if dot and 0 < len(ext) <= 16:
+            name = stem[: FILE_NAME_MAX_CHARS - len(ext) - 1] + "." + ext
+        else:
+            name = name[:FILE_NAME_MAX_CHARS]
+    return name

@@ -26,6 +26,13 @@ HISTORY_MAX = 200
 StreamItem = tuple[int, bool, str | None]
 
 
+def invalid_file() -> Invalid:
+    return Invalid(
+        "invalid_file",
+        "files must be ids of your own uploads to this channel, not sent before.",
+    )
+
+
 def message_not_found() -> NotFound:
     return NotFound("message_not_found", "No such message in this channel.")
 
@@ -37,22 +44,32 @@ async def insert(
     text: str,
     idempotency_key: str | None = None,
     reply_to: int | None = None,
+    files: list[int] | None = None,
 ) -> asyncpg.Record | None:
     """Commits one message (or adds it to the open transaction). The row has
     the message as JSON (`json`), and the channel facts Otter needs (`kind`,
     `direct_low`, `direct_high`). None if nothing was written: the author
     already sent a message with this idempotency key here, or reply_to is
-    no live message of the channel."""
+    no live message of the channel, or the files are not all the author's
+    unsent uploads to it (sql/queries/messages.sql)."""
     try:
-        if reply_to is None and "@" not in text:
+        if reply_to is None and "@" not in text and not files:
             row = await conn.fetchrow(
                 QUERIES.send_message, channel_id, author_id, text, idempotency_key
             )
         else:
             row = await conn.fetchrow(
-                QUERIES.send_message_in_full, channel_id, author_id, text, idempotency_key, reply_to
+                QUERIES.send_message_in_full,
+                channel_id,
+                author_id,
+                text,
+                idempotency_key,
+                reply_to,
+                files or None,
             )
     except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "message_files_file_id_key":
+            raise invalid_file() from None  # another send took the file first
         if exc.constraint_name != "messages_idempotency_key":
             raise
         return None  # the same key at the same moment: the other send committed
@@ -60,7 +77,11 @@ async def insert(
         if exc.constraint_name != "messages_reply_check":
             raise
         return None  # its root was deleted while the send waited: nothing written
-    if row is None and idempotency_key is None and reply_to is None:
+    except asyncpg.ForeignKeyViolationError as exc:
+        if exc.constraint_name != "message_files_file_id_fkey":
+            raise
+        raise invalid_file() from None  # the sweep deleted it meanwhile
+    if row is None and idempotency_key is None and reply_to is None and not files:
         raise channel_not_found()
     return row
 
@@ -73,6 +94,7 @@ async def send(
     idempotency_key: str | None,
     otter_id: int,
     reply_to: int | None = None,
+    files: list[int] | None = None,
 ) -> tuple[str, bool]:
     """Sends a message and Otter's reply to it, if it asks Otter something:
     (the message as JSON, whether this call created it). A repeat of an
@@ -85,11 +107,13 @@ async def send(
     async with pool.acquire() as conn:
         if question is not None:
             async with conn.transaction():
-                sent = await insert(conn, channel_id, author_id, text, idempotency_key, reply_to)
+                sent = await insert(
+                    conn, channel_id, author_id, text, idempotency_key, reply_to, files
+                )
                 if sent is not None:
                     await _otter_reply(conn, otter_id, sent, question)
         else:
-            sent = await insert(conn, channel_id, author_id, text, idempotency_key, reply_to)
+            sent = await insert(conn, channel_id, author_id, text, idempotency_key, reply_to, files)
         if sent is not None:
             return sent["json"], True
         if idempotency_key is not None:
@@ -99,8 +123,15 @@ async def send(
             if found is not None:
                 return found, False
         member = await conn.fetchval(QUERIES.is_member, channel_id, author_id)
+        attachable = (
+            await conn.fetchval(QUERIES.attachable_count, channel_id, author_id, files)
+            if member and files
+            else 0
+        )
     if not member:
         raise channel_not_found()
+    if files and attachable != len(files):
+        raise invalid_file()
     raise Invalid("invalid_reply_to", "reply_to must be a message of this channel, not deleted.")
 
 

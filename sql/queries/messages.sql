@@ -59,6 +59,10 @@ FROM shaped s, bumped b;
 -- root's reply count and time moving in the same statement) or may mention
 -- members (its @mentions kept for the message and per user). $5 may be
 -- NULL. No row back also means: no live message $5.
+-- $6 (bigint[] or NULL): the files to attach, in order (sql/009_files.sql):
+-- each must be a ready upload of the author's to this channel, attached to
+-- no message. No row back also means: one is not. Two sends racing for one
+-- file: the second fails on message_files' unique file_id, and rolls back.
 WITH member AS (
     SELECT 1 FROM subscriptions
     WHERE channel_id = $1 AND user_id = $2
@@ -67,10 +71,16 @@ WITH member AS (
     -- $5: the message this one answers; a reply to a reply answers its root.
     SELECT COALESCE(reply_to, seq) AS seq FROM messages
     WHERE channel_id = $1 AND seq = $5 AND deleted_at IS NULL
+), attachable AS (
+    SELECT f.id FROM files f
+    WHERE f.id = ANY($6::bigint[]) AND f.uploader_id = $2 AND f.channel_id = $1
+      AND f.state = 'ready'
+      AND NOT EXISTS (SELECT 1 FROM message_files mf WHERE mf.file_id = f.id)
 ), bumped AS (
     UPDATE channels SET last_seq = last_seq + 1, message_count = message_count + 1
     WHERE id = $1 AND EXISTS (SELECT 1 FROM member)
       AND ($5::bigint IS NULL OR EXISTS (SELECT 1 FROM root))
+      AND (SELECT count(*) FROM attachable) = COALESCE(cardinality($6::bigint[]), 0)
       AND NOT EXISTS (
           SELECT 1 FROM messages
           WHERE channel_id = $1 AND author_id = $2 AND idempotency_key = $4::text
@@ -91,21 +101,27 @@ WITH member AS (
     WHERE strpos($3, '@') > 0  -- most messages mention nobody: no lookup then
 ), inserted AS (
     INSERT INTO messages (
-        channel_id, seq, number, author_id, text, idempotency_key, reply_to, reply_number, mentions
+        channel_id, seq, number, author_id, text, idempotency_key, reply_to, reply_number, mentions,
+        file_count
     )
     SELECT b.id, b.last_seq, b.message_count, $2, $3, $4::text, root.seq, t.reply_count,
-           COALESCE((SELECT array_agg(username ORDER BY lower(username)) FROM mentioned), '{}')
+           COALESCE((SELECT array_agg(username ORDER BY lower(username)) FROM mentioned), '{}'),
+           COALESCE(cardinality($6::bigint[]), 0)
     FROM bumped b LEFT JOIN root ON true LEFT JOIN thread t ON true
     RETURNING *
 ), mentions_kept AS (
     INSERT INTO mentions (user_id, channel_id, seq, message_id)
     SELECT m.user_id, i.channel_id, i.seq, i.id FROM inserted i, mentioned m
+), attached AS (
+    INSERT INTO message_files (message_id, position, file_id)
+    SELECT i.id, u.ord - 1, u.id FROM inserted i, unnest($6::bigint[]) WITH ORDINALITY AS u(id, ord)
 ), marked_read AS (
     UPDATE subscriptions SET last_read_seq = b.last_seq, read_count = b.message_count
     FROM bumped b
     WHERE subscriptions.channel_id = $1 AND subscriptions.user_id = $2
 ), shaped AS (
-    SELECT i.channel_id, i.seq, i.number, i.author_id, message_json(i::messages) AS json
+    SELECT i.channel_id, i.seq, i.number, i.author_id,
+           message_json_with_files(i::messages, files_json($6::bigint[])) AS json
     FROM inserted i
 )
 SELECT s.channel_id, s.seq, s.json, b.kind, b.direct_low, b.direct_high,
@@ -232,3 +248,11 @@ SELECT s.channel_id, s.id AS subscription_id, s.joined_seq, s.last_read_seq, s.r
 FROM subscriptions s
 JOIN channels c ON c.id = s.channel_id
 WHERE s.user_id = $1;
+
+-- name: attachable_count
+-- How many of files $3 are ready uploads of user $2 to channel $1 that no
+-- message has: a send whose files are not all so gets 400 invalid_file.
+SELECT count(*) FROM files f
+WHERE f.id = ANY($3::bigint[]) AND f.uploader_id = $2 AND f.channel_id = $1
+  AND f.state = 'ready'
+  AND NOT EXISTS (SELECT 1 FROM message_files mf WHERE mf.file_id = f.id);
