@@ -54,7 +54,7 @@ def png(width: int, height: int, color: tuple[int, int, int] = (200, 60, 40)) ->
 
 async def upload(user: Any, channel_id: int, name: str, data: bytes, type_: str) -> dict:
     """Uploads through the API as `user` (what curl -F does): the File."""
-    form = aiohttp.FormData()
+    form = aiohttp.FormData(quote_fields=False)  # the name as a browser sends it
     form.add_field("file", data, filename=name, content_type=type_)
     response = await user.client.post(
         f"/api/channels/{channel_id}/files", data=form, headers=user.headers
