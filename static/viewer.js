@@ -79,7 +79,7 @@ function thumbnail(file) {
     loading: "lazy",
     decoding: "async",
   });
-  return h(
+  const button = h(
     "button",
     {
       type: "button",
@@ -90,6 +90,9 @@ function thumbnail(file) {
     },
     img,
   );
+  // No thumbnail after all (gone, or the network): the file's card instead.
+  img.addEventListener("error", () => button.replaceWith(card(file)), { once: true });
+  return button;
 }
 
 function card(file) {
