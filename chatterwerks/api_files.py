@@ -105,7 +105,10 @@ async def _source(
                 if part is None:
                     break
                 if isinstance(part, BodyPartReader) and part.name == "file":
-                    return part.filename, _timed(part.read_chunk)
+                    # Browsers and aiohttp percent-encode some characters of
+                    # a multipart file name (", CR, LF...): decoded back.
+                    name = part.filename
+                    return (unquote(name) if name else name), _timed(part.read_chunk)
                 if isinstance(part, BodyPartReader):
                     await part.release()
         except (ValueError, AssertionError, RuntimeError) as exc:

@@ -101,13 +101,15 @@ ALTER TABLE messages
 CREATE FUNCTION delete_message_files() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
+DECLARE
+    detached bigint[];
 BEGIN
     IF OLD.file_count > 0 THEN
-        WITH detached AS (
-            DELETE FROM message_files WHERE message_id = OLD.id RETURNING file_id
-        )
-        DELETE FROM files f USING detached d
-        WHERE f.id = d.file_id
+        WITH gone AS (DELETE FROM message_files WHERE message_id = OLD.id RETURNING file_id)
+        SELECT array_agg(file_id) INTO detached FROM gone;
+        -- A statement of its own: it sees the rows just deleted as gone.
+        DELETE FROM files f
+        WHERE f.id = ANY(detached)
           AND NOT EXISTS (SELECT 1 FROM message_files mf WHERE mf.file_id = f.id);
         NEW.file_count := 0;
     END IF;
