@@ -328,6 +328,14 @@ export class Tray {
       remove.setAttribute("aria-label", `Cancel the upload of ${item.name}`);
     } else if (item.status === "done") {
       status.textContent = humanSize(item.file.size);
+      // An uploaded image shows its server-made thumbnail (same origin: no
+      // blob: URL, so the page's img-src stays 'self').
+      const iconBox = node.querySelector(".file-chip-icon");
+      if (item.file.thumbnail_url && !iconBox.querySelector("img")) {
+        iconBox.replaceChildren(
+          h("img", { class: "file-chip-thumb", src: item.file.thumbnail_url, alt: "" }),
+        );
+      }
       status.removeAttribute("role");
       remove.setAttribute("aria-label", `Remove ${item.name}`);
     } else {

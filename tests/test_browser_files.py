@@ -150,6 +150,10 @@ async def test_paste_an_image_the_other_sees_it_live_and_opens_it(
     await expect(chip.locator(".file-chip-name")).to_have_text("screenshot.png")
     await expect(chip).to_have_class("file-chip done")
     await expect(chip.locator(".file-chip-bar")).to_be_hidden()
+    # Uploaded, the chip shows the server's thumbnail of it.
+    preview = chip.locator("img.file-chip-thumb")
+    await expect(preview).to_have_js_property("complete", True)
+    assert await preview.evaluate("img => img.naturalWidth") > 0
     # Text is optional with a file: Enter sends the image alone.
     await expect(alice_page.locator("#send")).to_be_enabled()
     await box.press("Enter")
