@@ -17,6 +17,7 @@ from typing import IO
 from urllib.parse import quote, unquote
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from chatterwerks import keys
 from chatterwerks.auth import current_user
@@ -43,6 +44,13 @@ CACHE_CONTROL = "private, max-age=31536000, immutable"
 FILE_CSP = "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _cleanups: set[asyncio.Task[None]] = set()
+# What aiohttp's multipart reader raises on a malformed body (a warning about
+# a bad Content-Disposition is an error where warnings are, as in the tests).
+MALFORMED = (ValueError, AssertionError, RuntimeError, HttpProcessingError, Warning)
+
+
+def malformed(exc: BaseException) -> ApiError:
+    return bad_input("invalid_multipart", f"The multipart body is malformed: {exc}"[:300])
 
 
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -84,6 +92,8 @@ def _timed(read: Callable[[int], Awaitable[bytes]]) -> Callable[[], Awaitable[by
                 return await read(READ_SIZE)
         except TimeoutError:
             raise ApiError(408, "body_timeout", "The file arrived too slowly.") from None
+        except MALFORMED as exc:
+            raise malformed(exc) from None
 
     return next_chunk
 
@@ -111,10 +121,8 @@ async def _source(
                     return (unquote(name) if name else name), _timed(part.read_chunk)
                 if isinstance(part, BodyPartReader):
                     await part.release()
-        except (ValueError, AssertionError, RuntimeError) as exc:
-            raise bad_input(
-                "invalid_multipart", f"The multipart body is malformed: {exc}"
-            ) from None
+        except MALFORMED as exc:
+            raise malformed(exc) from None
         except TimeoutError:
             raise ApiError(408, "body_timeout", "The file arrived too slowly.") from None
         raise bad_input("missing_file", "The multipart body has no field named file.")

@@ -4,6 +4,8 @@ limits, images and thumbnails, deletion and the sweep."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import io
 import os
 from typing import Any
@@ -450,3 +452,110 @@ async def test_sweep_deletes_old_unsent_and_dead_uploads(make_user, app):
         left = await conn.fetchval("SELECT array_agg(id ORDER BY id) FROM files")
         assert left == sorted([new_unsent, old_sent])
         assert await conn.fetchval("SELECT count(*) FROM file_chunks WHERE file_id = $1", dead) == 0
+
+
+MiB = 1024 * 1024
+
+
+async def test_upload_streams_and_another_process_serves_it(settings, make_user, home_id):
+    """A 25 MiB upload (the default limit, exactly) through one `chatterwerks
+    serve` process: its memory stays flat while the bytes stream through (a
+    server that held the file would grow by 25 MiB or more); another process
+    serves the same bytes, from the database."""
+    import aiohttp
+    import psutil
+    from helpers import start_server, stop_server
+
+    alice = await make_user()
+    (one, base_one), (two, base_two) = await asyncio.gather(
+        start_server(settings.database_url), start_server(settings.database_url)
+    )
+    try:
+        server = psutil.Process(one.pid)
+        piece = os.urandom(MiB)
+        digest = hashlib.sha256(piece * 25).hexdigest()
+
+        async def body() -> Any:
+            for _ in range(25):
+                yield piece
+                await asyncio.sleep(0.02)  # a client at a realistic pace
+
+        samples: list[int] = []
+
+        async def sample() -> None:
+            while True:
+                samples.append(server.memory_info().rss)
+                await asyncio.sleep(0.02)
+
+        async with aiohttp.ClientSession() as session:
+            # Warm up: the first upload loads Pillow, the statements' plans...
+            url = f"{base_one}/api/channels/{home_id}/files?name=warm.bin"
+            async with session.post(url, data=b"w" * MiB, headers=alice.headers) as response:
+                assert response.status == 201
+            baseline = server.memory_info().rss
+            sampler = asyncio.create_task(sample())
+            url = f"{base_one}/api/channels/{home_id}/files?name=big.bin"
+            async with session.post(url, data=body(), headers=alice.headers) as response:
+                file = (await response.json())["file"]
+                assert response.status == 201
+            sampler.cancel()
+            assert file["size"] == 25 * MiB
+            growth = max(samples) - baseline
+            print(f"RSS baseline {baseline / MiB:.1f} MiB, peak growth {growth / MiB:.1f} MiB")
+            assert growth < 12 * MiB, f"the server grew by {growth / MiB:.1f} MiB"
+            # One byte more than the limit is refused.
+            url = f"{base_one}/api/channels/{home_id}/files?name=too.bin"
+            data = io.BytesIO(b"x" * (25 * MiB + 1))
+            async with session.post(url, data=data, headers=alice.headers) as response:
+                assert response.status == 413
+            async with session.get(f"{base_two}{file['url']}", headers=alice.headers) as response:
+                assert response.status == 200
+                served = hashlib.sha256()
+                async for chunk in response.content.iter_chunked(MiB):
+                    served.update(chunk)
+            assert served.hexdigest() == digest
+    finally:
+        stop_server(one)
+        stop_server(two)
+
+
+async def test_a_client_that_hangs_up_leaves_nothing(make_user, app):
+    """An upload cut off mid-body (the client goes away) is cleaned up: no
+    row, no chunk, although the handler was cancelled."""
+    alice = await make_user()
+    cid = await group(alice)
+    sent_enough = asyncio.Event()
+
+    async def body() -> Any:
+        for _ in range(3):
+            yield os.urandom(100_000)
+        sent_enough.set()
+        await asyncio.sleep(3600)  # then nothing more, ever
+
+    async def count() -> tuple[int, int]:
+        async with app[keys.POOL].acquire() as conn:
+            return (
+                await conn.fetchval("SELECT count(*) FROM files"),
+                await conn.fetchval("SELECT count(*) FROM file_chunks"),
+            )
+
+    request = asyncio.create_task(
+        alice.client.post(
+            f"/api/channels/{cid}/files?name=cut.bin", data=body(), headers=alice.headers
+        )
+    )
+    await sent_enough.wait()
+    # The server has the upload's row and its first chunk before long.
+    for _ in range(500):
+        if await count() == (1, 1):
+            break
+        await asyncio.sleep(0.01)
+    assert await count() == (1, 1)
+    request.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await request
+    for _ in range(500):
+        if await count() == (0, 0):
+            break
+        await asyncio.sleep(0.01)
+    assert await count() == (0, 0)

@@ -181,6 +181,22 @@ async def test_the_tour_runs_as_written(server: str, tmp_path: Path):
     assert codes == ["wrong_password", "invalid_token"]
 
     check_messages_that_live(printed["Edits, deletions, reactions, threads and mentions"])
+    check_files(printed["Files"])
+
+
+def check_files(printed: list[Any]) -> None:
+    """Two uploads (multipart, then raw), a send with both, a refused resend."""
+    dot, sent, refused, same, unsigned = printed
+    assert dot["file"]["content_type"] == "image/png", dot
+    assert (dot["file"]["width"], dot["file"]["height"]) == (1, 1)
+    files = sent["message"]["files"]
+    assert [f["name"] for f in files] == ["dot.png", "build.log"], sent
+    assert files[1]["content_type"] == "text/plain; charset=utf-8"
+    assert files[0]["thumbnail_url"] == f"/api/files/{files[0]['id']}/thumbnail"
+    assert sent["message"]["text"] == ""
+    assert refused["error"]["code"] == "invalid_file"
+    assert same == "same bytes"
+    assert unsigned["error"]["code"] == "invalid_token"
 
 
 def apply_events(view: dict[int, dict], events: list[dict]) -> None:

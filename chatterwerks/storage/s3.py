@@ -147,9 +147,14 @@ class S3Storage:
         answer = await self.client.get_object(
             Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}"
         )
-        async with answer["Body"] as body:
+        body = answer["Body"]
+        try:
             while data := await body.read(READ_SIZE):
                 yield data
+        finally:
+            # Read to the end, the connection went back to the pool already;
+            # cut short (the client hung up), it is closed, not reused.
+            body.close()
 
     async def delete(self, key: str) -> None:
         await self.client.delete_object(Bucket=self.bucket, Key=key)
