@@ -119,8 +119,16 @@ async def _source(
                     # a multipart file name (", CR, LF...): decoded back.
                     name = part.filename
                     return (unquote(name) if name else name), _timed(part.read_chunk)
-                if isinstance(part, BodyPartReader):
-                    await part.release()
+                if not isinstance(part, BodyPartReader):
+                    raise bad_input("invalid_multipart", "A nested multipart body is not a file.")
+                # Another field: skipped, but not at any length.
+                skipped = 0
+                while chunk := await asyncio.wait_for(part.read_chunk(READ_SIZE), CHUNK_TIMEOUT):
+                    skipped += len(chunk)
+                    if skipped > MULTIPART_OVERHEAD:
+                        raise bad_input(
+                            "invalid_multipart", "Fields besides file have at most 64 KiB."
+                        )
         except MALFORMED as exc:
             raise malformed(exc) from None
         except TimeoutError:

@@ -559,3 +559,25 @@ async def test_a_client_that_hangs_up_leaves_nothing(make_user, app):
             break
         await asyncio.sleep(0.01)
     assert await count() == (0, 0)
+
+
+async def test_other_multipart_fields_are_skipped_but_bounded(make_user):
+    import aiohttp
+
+    alice = await make_user()
+    cid = await group(alice)
+    form = aiohttp.FormData()
+    form.add_field("note", "a small field first")
+    form.add_field("file", io.BytesIO(b"payload"), filename="p.txt")
+    response = await alice.client.post(
+        f"/api/channels/{cid}/files", data=form, headers=alice.headers
+    )
+    assert response.status == 201 and (await response.json())["file"]["size"] == 7
+    form = aiohttp.FormData()
+    form.add_field("padding", io.BytesIO(b"p" * 70_000), filename="pad.bin")
+    form.add_field("file", io.BytesIO(b"payload"), filename="p.txt")
+    response = await alice.client.post(
+        f"/api/channels/{cid}/files", data=form, headers=alice.headers
+    )
+    assert response.status == 400
+    assert_error(await response.json(), "invalid_multipart")
