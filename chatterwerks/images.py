@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import weakref
 from dataclasses import dataclass
 from typing import IO
 
@@ -23,8 +24,12 @@ _PIL_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "W
 MAX_PIXELS = 40_000_000
 THUMBNAIL_MAX = 720
 ORIENTATION = 0x0112  # the EXIF tag
-# Decoding is CPU and memory: at most this many at once per process.
-_decoding = asyncio.Semaphore(2)
+# Decoding is CPU and memory: at most this many at once per event loop
+# (one per process when serving; a semaphore belongs to one loop).
+DECODING_AT_ONCE = 2
+_decoding: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def sniff(head: bytes) -> str:
@@ -117,6 +122,9 @@ def _has_alpha(im: Image.Image) -> bool:
 
 
 async def examine(source: IO[bytes], content_type: str) -> ImageFacts:
-    """_examine in a worker thread, at most two at a time."""
-    async with _decoding:
+    """_examine in a worker thread, at most DECODING_AT_ONCE at a time."""
+    loop = asyncio.get_running_loop()
+    if loop not in _decoding:
+        _decoding[loop] = asyncio.Semaphore(DECODING_AT_ONCE)
+    async with _decoding[loop]:
         return await asyncio.to_thread(_examine, source, content_type)

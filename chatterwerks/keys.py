@@ -7,7 +7,7 @@ from aiohttp import web
 
 from chatterwerks.config import Settings
 from chatterwerks.passwords import PasswordHasher
-from chatterwerks.ratelimit import Limiters, RateLimiter
+from chatterwerks.ratelimit import Limiters
 from chatterwerks.realtime import Hub
 from chatterwerks.sessions import SessionCache
 from chatterwerks.storage import Storage
@@ -23,5 +23,6 @@ LIMITERS = web.AppKey("limiters", Limiters)
 SESSIONS = web.AppKey("sessions", SessionCache)
 # Files (chatterwerks/api_files.py).
 STORAGE = web.AppKey("storage", Storage)
-UPLOAD_LIMITER = web.AppKey("upload_limiter", RateLimiter)
+# A RateLimiter, or a SharedLimiter where limits are shared (api_files.upload_limiter).
+UPLOAD_LIMITER = web.AppKey("upload_limiter", object)
 FILE_SWEEPER = web.AppKey("file_sweeper", FileSweeper)

@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -43,13 +44,15 @@ def _free_port() -> int:
         return port
 
 
-async def _wait_for_bucket(url: str) -> None:
+async def _wait_for_bucket(url: str, process: subprocess.Popen) -> None:
     from chatterwerks.storage.s3 import S3Storage
 
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 120
     storage = await S3Storage.open(url)
     try:
         while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"weed exited with {process.returncode}")
             try:
                 await storage.client.create_bucket(Bucket=BUCKET)
                 return
@@ -81,9 +84,36 @@ def s3_url() -> Iterator[str]:
         ]
     }
     (workdir / "s3.json").write_text(json.dumps(config))
-    ports = {name: _free_port() for name in ("master", "volume", "filer", "s3")}
-    log = open(workdir / "weed.log", "wb")
-    process = subprocess.Popen(
+    log = open(workdir / "weed.log", "wb")  # closed below
+    process, url = None, ""
+    # Twice at most: a free port may be taken by someone else before weed binds it.
+    for attempt in range(2):
+        ports = {name: _free_port() for name in ("master", "volume", "filer", "s3")}
+        process = _start(weed, workdir, ports, log)
+        process.ports = ports  # type: ignore[attr-defined]
+        url = f"s3://{ACCESS_KEY}:{SECRET_KEY}@127.0.0.1:{ports['s3']}/{BUCKET}?secure=0"
+        try:
+            asyncio.run(_wait_for_bucket(url, process))
+            break
+        except Exception:
+            _stop(process)
+            if attempt == 1:
+                log.close()
+                tail = (workdir / "weed.log").read_text(errors="replace")[-3000:]
+                shutil.rmtree(workdir, ignore_errors=True)
+                pytest.fail(f"SeaweedFS did not start:\n{tail}")
+            shutil.rmtree(workdir / "data", ignore_errors=True)
+            (workdir / "data").mkdir()
+    try:
+        yield url
+    finally:
+        _stop(process)
+        log.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _start(weed: str, workdir: Path, ports: dict[str, int], log: IO[bytes]) -> subprocess.Popen:
+    return subprocess.Popen(
         [
             weed,
             "server",
@@ -105,21 +135,20 @@ def s3_url() -> Iterator[str]:
         cwd=workdir,
         env={**os.environ, "HOME": str(workdir)},
     )
-    url = f"s3://{ACCESS_KEY}:{SECRET_KEY}@127.0.0.1:{ports['s3']}/{BUCKET}?secure=0"
+
+
+def _stop(process: subprocess.Popen) -> None:
+    # Its data is thrown away: no need to wait for a graceful stop (weed
+    # takes some 15 s to stop on SIGTERM).
+    process.terminate()
     try:
-        try:
-            asyncio.run(_wait_for_bucket(url))
-        except Exception:
-            log.flush()
-            tail = (workdir / "weed.log").read_text(errors="replace")[-3000:]
-            pytest.fail(f"SeaweedFS did not start (exit {process.poll()}):\n{tail}")
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        process.wait(2)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    # Killed, weed leaves its unix sockets in /tmp (/tmp/seaweedfs-*-PORT.sock).
+    for port in process.ports.values():  # type: ignore[attr-defined]
+        for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
+            sock.unlink(missing_ok=True)
+        for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port + 10000}.sock"):
+            sock.unlink(missing_ok=True)

@@ -581,3 +581,31 @@ async def test_other_multipart_fields_are_skipped_but_bounded(make_user):
     )
     assert response.status == 400
     assert_error(await response.json(), "invalid_multipart")
+
+
+async def test_missing_bytes_cut_the_download_short(make_user, app):
+    """Storage that fails mid-download (here: a chunk gone) never sends wrong
+    bytes: the connection ends short of Content-Length."""
+    import aiohttp
+
+    alice = await make_user()
+    cid = await group(alice)
+    data = os.urandom(300_000)
+    file = (await upload(alice, cid, data))["file"]
+    async with app[keys.POOL].acquire() as conn:
+        await conn.execute("DELETE FROM file_chunks WHERE file_id = $1 AND n = 1", file["id"])
+    response = await alice.client.get(file["url"], headers=alice.headers)
+    assert response.status == 200 and response.content_length == 300_000
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
+
+
+async def test_concurrent_image_uploads_all_get_thumbnails(make_user):
+    """More images at once than are decoded at once: they take turns."""
+    alice = await make_user()
+    cid = await group(alice)
+    answers = await asyncio.gather(
+        *[upload(alice, cid, png(900 + i, 300), f"{i}.png") for i in range(5)]
+    )
+    assert [a["file"]["width"] for a in answers] == [900 + i for i in range(5)]
+    assert all(a["file"]["thumbnail_url"] for a in answers)
