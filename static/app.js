@@ -12,6 +12,8 @@
 //   changes.js   edits, deletions, reactions: their events and their actions
 //   thread.js    the thread panel beside the channel
 //   emoji.js     the emoji picker (frequent first)
+//   files.js     attaching files: paperclip, drop, paste; uploads with progress
+//   viewer.js    a message's files: thumbnails, cards, the full-size viewer
 //   mention.js   "@" in a composer offers the channel's members
 //   mentions.js  the mentions view (GET /api/mentions)
 //   search.js    message search (GET /api/search): the box, results, jumping to a hit
@@ -48,6 +50,7 @@ import {
 } from "./dialogs.js";
 import { closePicker, pickerOpen, wirePicker } from "./emoji.js";
 import { composerTyped, resetLive, typingSent, watchIdleness } from "./live.js";
+import { resetUploads, wireFiles } from "./files.js";
 import { addMember, refreshMemberOptions, removeMember } from "./members.js";
 import { attachMentionPicker } from "./mention.js";
 import { loadMoreMentions, openMentions } from "./mentions.js";
@@ -80,6 +83,7 @@ function stopSession() {
   if (state.wake) state.wake();
   resetState();
   resetLive();
+  resetUploads();
   sidebarItems.clear();
   for (const id of ["home-list", "group-list", "direct-list", "message-list", "member-list"]) {
     $(id).replaceChildren();
@@ -151,6 +155,7 @@ function wire() {
   }
 
   $("composer").addEventListener("submit", sendMessage);
+  wireFiles({ onChannelChange: updateSendButton, onThreadChange: updateThreadSend });
   // The member picker's keys come first: Enter picks a name there, not sends.
   attachMentionPicker($("composer-input"), () => state.currentId);
   $("composer-input").addEventListener(

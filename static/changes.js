@@ -304,7 +304,9 @@ function confirmDelete(channelId, seq) {
   if (!message || !permissions(message).delete) return;
   pendingDelete = { channelId, seq };
   const mine = state.me && message.author.id === state.me.id;
-  setText($("delete-preview"), message.text);
+  // A message of files only: their names (its files go with it).
+  const files = (message.files || []).map((file) => file.name).join(", ");
+  setText($("delete-preview"), message.text || files);
   setText(
     $("delete-note"),
     mine

@@ -1,12 +1,16 @@
 // The composer: Enter sends, a failed send keeps its text and retries under the same key.
 
 import { api, handleAuthError } from "./api.js";
+import { channelTray } from "./files.js";
 import { applyMessage } from "./messages.js";
 import { state } from "./state.js";
 import { $, toast } from "./util.js";
 
 export function updateSendButton() {
-  $("send").disabled = state.sending || !$("composer-input").value.trim();
+  // Files: the send waits for every upload, and may carry files without text.
+  const busy = Boolean(channelTray && channelTray.busy());
+  const files = channelTray ? channelTray.readyIds().length : 0;
+  $("send").disabled = state.sending || busy || (!$("composer-input").value.trim() && !files);
 }
 
 /**
@@ -48,13 +52,15 @@ function sendKeyFor(slot, text) {
 }
 
 /**
- * Sends `text` to a channel (as a reply to the root `replyTo`, if given) and
- * resolves with the message. A retry of the same text reuses the key.
+ * Sends `text` to a channel (as a reply to the root `replyTo`, if given) with
+ * the uploaded `files` (ids), and resolves with the message. A retry of the
+ * same text and files reuses the key.
  */
-export async function sendText(channelId, text, replyTo = null) {
+export async function sendText(channelId, text, replyTo = null, files = []) {
   const slot = replyTo ? `${channelId}:${replyTo}` : channelId;
-  const key = sendKeyFor(slot, text);
+  const key = sendKeyFor(slot, files.length ? `${text}\u0000${files.join(",")}` : text);
   const body = replyTo ? { text, reply_to: replyTo } : { text };
+  if (files.length) body.files = files;
   const { message } = await api("POST", `/api/channels/${channelId}/messages`, body, undefined, {
     "Idempotency-Key": key,
   });
@@ -68,14 +74,17 @@ export async function sendMessage(event) {
   const raw = input.value;
   const text = raw.trim();
   const id = state.currentId;
-  if (!text || state.sending || !state.channels.has(id)) return;
+  const fileIds = channelTray ? channelTray.readyIds() : [];
+  if (channelTray && channelTray.busy()) return; // the button says so: disabled
+  if ((!text && !fileIds.length) || state.sending || !state.channels.has(id)) return;
   const gen = state.gen;
   state.sending = true;
   updateSendButton();
   $("composer-error").textContent = "";
   try {
-    const message = await sendText(id, text);
+    const message = await sendText(id, text, null, fileIds);
     if (gen !== state.gen) return;
+    if (fileIds.length) channelTray.sent(id, fileIds);
     // Clear only what was sent: the reader may have switched channel or typed on.
     if (state.currentId === id) {
       if (input.value === raw) input.value = "";

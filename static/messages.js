@@ -3,6 +3,7 @@
 import { api, handleAuthError } from "./api.js";
 import { updateSendButton } from "./composer.js";
 import { renderTyping } from "./live.js";
+import { channelTray } from "./files.js";
 import { loadMembers, renderMembers } from "./members.js";
 import { narrow, renderHeader, renderSidebar, setNavOpen } from "./sidebar.js";
 import {
@@ -63,6 +64,7 @@ export function switchChannel(id, { focus = true } = {}) {
   if (changed) {
     $("composer-input").value = state.drafts.get(id) || "";
     $("composer-error").textContent = "";
+    if (channelTray) channelTray.render(); // this channel's files (calls updateSendButton)
     updateSendButton();
     hideNewMarker();
     renderMembers();

@@ -5,6 +5,7 @@
 
 import { mentionsMe, state } from "./state.js";
 import { avatar, h, icon } from "./util.js";
+import { attachmentsOf } from "./viewer.js";
 
 export const timeFormat = new Intl.DateTimeFormat(undefined, {
   hour: "2-digit",
@@ -182,6 +183,7 @@ function body(message, inThread) {
     "div",
     { class: "msg-body" },
     main,
+    attachmentsOf(message),
     reactionChips(message),
     inThread ? null : threadLink(message),
   );

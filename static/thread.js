@@ -2,6 +2,7 @@
 
 import { api, handleAuthError } from "./api.js";
 import { sendText } from "./composer.js";
+import { threadTray } from "./files.js";
 import { messageNode, permissions, replaceMessageNode } from "./msgview.js";
 import { applyMessage, refreshChannelMessage } from "./messages.js";
 import { narrow } from "./sidebar.js";
@@ -54,6 +55,7 @@ export function openThread(channelId, rootSeq, { focus = true } = {}) {
     $("thread-input").value = "";
     $("thread-error").textContent = "";
     loadReplies(state.thread);
+    if (threadTray) threadTray.render(); // this thread's files, if any
   }
   $("thread").hidden = false;
   $("chat").classList.add("thread-open");
@@ -74,6 +76,7 @@ export function closeThread({ focusChannel = false } = {}) {
   $("thread-root").replaceChildren();
   $("thread-list").replaceChildren();
   $("thread-input").value = "";
+  if (threadTray) threadTray.render();
   if (focusChannel && !narrow.matches) $("composer-input").focus();
 }
 
@@ -158,8 +161,13 @@ function renderThreadComposer(root) {
 }
 
 export function updateThreadSend() {
+  const busy = Boolean(threadTray && threadTray.busy());
+  const files = threadTray ? threadTray.readyIds().length : 0;
   $("thread-send").disabled =
-    state.threadSending || $("thread-input").disabled || !$("thread-input").value.trim();
+    state.threadSending ||
+    busy ||
+    $("thread-input").disabled ||
+    (!$("thread-input").value.trim() && !files);
 }
 
 /** A reply that arrived (event or our own send): into the panel if it shows its thread. */
@@ -239,14 +247,18 @@ export async function sendReply(event) {
   const input = $("thread-input");
   const raw = input.value;
   const text = raw.trim();
-  if (!thread || !text || state.threadSending) return;
+  const fileIds = threadTray ? threadTray.readyIds() : [];
+  const slot = thread ? `${thread.channelId}:${thread.rootSeq}` : null;
+  if (threadTray && threadTray.busy()) return;
+  if (!thread || (!text && !fileIds.length) || state.threadSending) return;
   const gen = state.gen;
   state.threadSending = true;
   updateThreadSend();
   $("thread-error").textContent = "";
   try {
-    const message = await sendText(thread.channelId, text, thread.rootSeq);
+    const message = await sendText(thread.channelId, text, thread.rootSeq, fileIds);
     if (gen !== state.gen) return;
+    if (fileIds.length) threadTray.sent(slot, fileIds);
     if (state.thread === thread && input.value === raw) input.value = "";
     // Into the channel's run, the root's summary, and this panel.
     applyMessage(message, { own: true });
