@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -129,7 +130,8 @@ class Clusters:
         if os.geteuid() == 0:
             shutil.chown(self.base, OS_USER, OS_USER)
         self.nodes: list[Node] = []
-        self.bouncer: subprocess.Popen | None = None
+        self.bouncers: list[subprocess.Popen] = []
+        self.bouncer_inis: list[Path] = []
 
     def primary(self, name: str = "primary", **settings: str) -> Node:
         require_pg_binaries()
@@ -183,7 +185,8 @@ class Clusters:
         database = parts.path.lstrip("/")
         user = parts.username or "postgres"
         listen = free_port()
-        ini = self.base / "pgbouncer.ini"
+        # One of several (a PgBouncer beside each node): files of its own.
+        ini = self.base / f"pgbouncer-{listen}.ini"
         users = self.base / "userlist.txt"
         users.write_text(f'"{user}" ""\n')
         # The embedded server's URL names its socket directory: ?host=/dir
@@ -191,7 +194,7 @@ class Clusters:
         server = f"host={host} port={parts.port or 5432} dbname={database} user={user}"
         if parts.password:
             server += f" password={parts.password}"
-        self.bouncer_log = self.base / "pgbouncer.log"
+        self.bouncer_log = self.base / f"pgbouncer-{listen}.log"
         ini.write_text(
             "[databases]\n"
             f"{database} = {server}\n"
@@ -202,6 +205,9 @@ class Clusters:
             f"auth_file = {users}\n"
             "pool_mode = transaction\n"
             "default_pool_size = 10\nmax_client_conn = 200\n"
+            # After a failed login to a dead node, retry in 1 s, not the
+            # default 15 (docs/deployment.md's example sets the same).
+            "server_login_retry = 1\n"
             f"logfile = {self.bouncer_log}\n"
         )
         # As the owner of the server's socket directory (the embedded
@@ -212,23 +218,34 @@ class Clusters:
         if os.geteuid() == 0:
             for path in (self.base, ini, users):
                 os.chown(path, pwd.getpwnam(owner).pw_uid, pwd.getpwnam(owner).pw_gid)
-        self.bouncer = subprocess.Popen(
+        bouncer = subprocess.Popen(
             [PGBOUNCER, str(ini)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             **_as_owner(owner),
         )
+        self.bouncers.append(bouncer)
+        self.bouncer_inis.append(ini)
         return f"postgresql://{user}@127.0.0.1:{listen}/{database}"
+
+    def repoint_bouncer(self, index: int, node: Node) -> None:
+        """What a failover hook does (docs/deployment.md): PgBouncer `index`
+        sends to `node` from now on; its config rewritten, then SIGHUP
+        (RELOAD)."""
+        ini = self.bouncer_inis[index]
+        text = re.sub(r"port=[0-9]+", f"port={node.port}", ini.read_text(), count=1)
+        ini.write_text(text)
+        self.bouncers[index].send_signal(signal.SIGHUP)
 
     def close(self) -> None:
         try:
-            if self.bouncer is not None:
-                self.bouncer.terminate()
+            for bouncer in self.bouncers:
+                bouncer.terminate()
                 try:
-                    self.bouncer.wait(10)
+                    bouncer.wait(10)
                 except subprocess.TimeoutExpired:
-                    self.bouncer.kill()
-                    self.bouncer.wait()
+                    bouncer.kill()
+                    bouncer.wait()
             for node in self.nodes:
                 if node.running():
                     try:

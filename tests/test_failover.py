@@ -4,7 +4,9 @@ long-pollers on both processes; the primary dies (SIGKILL) or is shut down
 (a planned switchover), the standby is promoted. Nothing answered 201 is
 lost or doubled, every poller hears every message once and in order, and
 the same processes serve on without a restart. Prints the time from the
-failure to the first successful send."""
+failure to the first successful send. The same again with the whole
+replicated deployment: three server hosts, pools through PgBouncer, LISTEN
+straight to the nodes."""
 
 from __future__ import annotations
 
@@ -30,7 +32,14 @@ RETRYABLE = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
 @pytest.fixture
-async def pair(monkeypatch):
+async def pair(clusters_pair):
+    return clusters_pair[1:]
+
+
+@pytest.fixture
+async def clusters_pair(monkeypatch):
+    """(the Clusters, its primary, its synchronous standby), database chat
+    migrated."""
     monkeypatch.setenv("CHATTERWERKS_LIMIT_MESSAGES_USER", "off")
     monkeypatch.setenv("CHATTERWERKS_LIMIT_REGISTER_ADDRESS", "off")
     clusters = await asyncio.to_thread(Clusters)
@@ -51,7 +60,7 @@ async def pair(monkeypatch):
         finally:
             await admin.close()
         await wait_for_sync_standby(primary)
-        yield primary, standby
+        yield clusters, primary, standby
     finally:
         await asyncio.to_thread(clusters.close)
 
@@ -189,10 +198,14 @@ async def run_through_failure(
     promote: Callable[[], Awaitable[None]],
     label: str,
     wait_for_primary: float = 15,
+    hosts: tuple[str, ...] = ("127.0.0.1", "127.0.0.1"),
+    env: dict[str, str] | None = None,
+    truth_url: str | None = None,
 ) -> None:
-    """Two servers on url, senders and pollers; fail() takes the primary
-    away, promote() (or Patroni) brings another; then the checks."""
-    servers = [await start_server(url), await start_server(url)]
+    """A server on url on each of hosts, senders and pollers; fail() takes
+    the primary away, promote() (or Patroni) brings another; then the checks,
+    reading the truth from truth_url (default url)."""
+    servers = [await start_server(url, host=host, env=env) for host in hosts]
     timeout = aiohttp.ClientTimeout(total=15)
     try:
         async with aiohttp.ClientSession(timeout=timeout) as http:
@@ -237,7 +250,7 @@ async def run_through_failure(
                 await asyncio.gather(*senders)
 
             # The truth, from the new primary.
-            conn = await db.connect(url)
+            conn = await db.connect(truth_url or url)
             try:
                 rows = await conn.fetch(
                     "SELECT seq, idempotency_key FROM messages"
@@ -258,7 +271,7 @@ async def run_through_failure(
             created = [k for k, (status, _) in traffic.answered.items() if status == 201]
             assert len(created) > before
 
-            # Every poller, on both servers, hears every message once, in order.
+            # Every poller, on every server, hears every message once, in order.
             deadline = time.monotonic() + 20
             while any(got[-1:] != seqs[-1:] for got in received.values()):
                 assert time.monotonic() < deadline, "a poller never caught up"
@@ -274,7 +287,7 @@ async def run_through_failure(
             heard = traffic.heard_at[traffic.first_seq_after]
             delivered = max(heard) - traffic.failed_at - traffic.first_send_after
 
-            # A logout after the failover ends the session on the other
+            # A logout after the failover ends the session on another
             # server too, which had it cached.
             assert await me_status(http, bases[1], leaver) == 200
             async with http.post(
@@ -303,6 +316,37 @@ async def run_through_failure(
 
 async def test_sigkilled_primary_loses_nothing_acknowledged(pair):
     await run_failover(pair, planned=False, url_query="?target_session_attrs=read-write")
+
+
+async def test_sigkilled_primary_through_pgbouncer_on_three_hosts(clusters_pair):
+    """The replicated deployment of docs/deployment.md whole: three server
+    hosts (127.0.0.2-4), their pools through PgBouncer in transaction mode,
+    their LISTEN connections straight to the nodes (multi-host). The primary
+    is SIGKILLed; the standby is promoted and PgBouncer repointed to it, as
+    a failover hook does. The same checks: nothing acknowledged lost or
+    doubled, every poller on every host hears everything once and in order,
+    a logout is honoured across hosts, no server restarted."""
+    clusters, primary, standby = clusters_pair
+    bouncer = await asyncio.to_thread(clusters.pgbouncer, primary.url("chat"))
+    direct = (
+        f"postgresql://postgres@127.0.0.1:{primary.port},127.0.0.1:{standby.port}/chat"
+        "?target_session_attrs=read-write"
+    )
+
+    async def promote() -> None:
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(standby.promote)
+        await asyncio.to_thread(clusters.repoint_bouncer, 0, standby)
+
+    await run_through_failure(
+        bouncer,
+        primary.kill,
+        promote,
+        "SIGKILL through PgBouncer, three hosts",
+        hosts=("127.0.0.2", "127.0.0.3", "127.0.0.4"),
+        env={"CHATTERWERKS_PGBOUNCER": "true", "CHATTERWERKS_LISTEN_URL": direct},
+        truth_url=direct,
+    )
 
 
 async def test_planned_switchover_loses_nothing(pair):
