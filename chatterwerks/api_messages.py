@@ -14,6 +14,7 @@ from chatterwerks.store import channels, messages, search
 from chatterwerks.validation import (
     INT64_MAX,
     bad_input,
+    edit_text,
     emoji_value,
     file_ids,
     idempotency_key,
@@ -21,7 +22,6 @@ from chatterwerks.validation import (
     int_value,
     json_object,
     message_seq,
-    message_text,
     message_text_with_files,
     path_id,
     query_int,
@@ -133,7 +133,7 @@ async def send_message(request: web.Request) -> web.Response:
 @routes.patch("/api/channels/{id}/messages/{seq}")
 async def edit_message(request: web.Request) -> web.Response:
     channel_id, seq = path_id(request), message_seq(request)
-    text = message_text(await json_object(request))
+    text = edit_text(await json_object(request))
     await _take_write(request)
     message = await messages.edit(
         request.app[keys.POOL], channel_id, seq, current_user(request)["id"], text

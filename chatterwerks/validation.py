@@ -105,6 +105,15 @@ def message_text(body: dict[str, Any]) -> str:
     return text
 
 
+def edit_text(body: dict[str, Any]) -> str:
+    """An edit's new text: as message_text, except that it may be empty, which
+    the database allows only for a message with files (its caption removed)."""
+    text = string_field(body, "text").strip()
+    if len(text) > MESSAGE_MAX_CHARS:
+        raise bad_input("invalid_text", f"A message has at most {MESSAGE_MAX_CHARS} characters.")
+    return text
+
+
 def reply_to(body: dict[str, Any]) -> int | None:
     """The optional seq a message answers (a thread reply)."""
     raw = body.get("reply_to")

@@ -124,6 +124,26 @@ async def test_send_with_files_and_read_back(make_user):
     assert plain["files"] == []
 
 
+async def test_a_caption_can_be_edited_away_but_a_text_only_message_keeps_text(make_user):
+    alice = await make_user()
+    cid = await group(alice)
+    shot = (await upload(alice, cid, png(), "shot.png"))["file"]
+    sent = await alice.post(
+        f"/api/channels/{cid}/messages", {"text": "look", "files": [shot["id"]]}, expect=201
+    )
+    path = f"/api/channels/{cid}/messages/{sent['message']['seq']}"
+    edited = (await alice.call("PATCH", path, {"text": "  "}, expect=200))["message"]
+    assert edited["text"] == "" and [f["id"] for f in edited["files"]] == [shot["id"]]
+    assert edited["edited_at"] is not None
+    plain = await alice.send(cid, "words only")
+    refused = await alice.call(
+        "PATCH", f"/api/channels/{cid}/messages/{plain['seq']}", {"text": ""}, expect=400
+    )
+    assert_error(refused, "invalid_text")
+    history = await alice.get(f"/api/channels/{cid}/messages")
+    assert history["messages"][-1]["text"] == "words only"
+
+
 async def test_raw_body_past_the_limit_is_refused_up_front(make_user, app):
     alice = await make_user()
     cid = await group(alice)

@@ -190,8 +190,14 @@ async def replies(
 
 
 async def edit(pool: asyncpg.Pool, channel_id: int, seq: int, user_id: int, text: str) -> str:
-    """The author's new text; the message as JSON."""
-    row = await pool.fetchrow(QUERIES.edit_message, channel_id, seq, user_id, text)
+    """The author's new text; the message as JSON. Empty text only for a
+    message with files (messages_text_check, sql/009_files.sql)."""
+    try:
+        row = await pool.fetchrow(QUERIES.edit_message, channel_id, seq, user_id, text)
+    except asyncpg.CheckViolationError as exc:
+        if exc.constraint_name != "messages_text_check":
+            raise
+        raise Invalid("invalid_text", "A message needs some text, unless it has files.") from None
     _raise_for(row["status"])
     return row["body"]
 
