@@ -45,7 +45,7 @@ async def search(
         # The pool plans generically (db.py); this statement is the exception:
         # which plan is fast depends on how common the words are and on the
         # channels, which only a plan made for these values can see.
-        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        await conn.execute(QUERIES.search_plan_custom)
         small = scope["scope_messages"] <= SMALL_SCOPE
         args = (
             scope["channels"],
@@ -67,7 +67,7 @@ async def search(
             # common as its words together, far above the truth, and walked
             # 700,000 rows (400 ms) for a phrase the word index finds in 10
             # ms (measured, docs/benchmarks.md).
-            await conn.execute("SET LOCAL enable_indexscan = off")
+            await conn.execute(QUERIES.search_plan_bitmap_only)
         rows = await conn.fetch(QUERIES.search_messages, *args)
     page = [(row["channel_id"], row["json"], query.highlights(row["text"])) for row in rows[:limit]]
     if len(rows) <= limit:

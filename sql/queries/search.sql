@@ -102,3 +102,14 @@ LEFT JOIN LATERAL (
      LIMIT $5 + 1)
 ) m ON true
 ORDER BY m.seq;
+
+-- name: search_plan_custom
+-- For this transaction only: plans made for the query's values. The pool
+-- plans generically (db.py); search is the exception, since which plan is
+-- fast depends on how common the words are and on the channels.
+SET LOCAL plan_cache_mode = force_custom_plan;
+
+-- name: search_plan_bitmap_only
+-- For this transaction only: no plain index scans, so no walk of the time
+-- index; chosen by store/search.py where the walk was measured slow.
+SET LOCAL enable_indexscan = off;
