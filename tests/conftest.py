@@ -111,6 +111,7 @@ def settings(database_url: str) -> Settings:
         limit_register_address=None,
         limit_messages_user=None,
         limit_search_user=None,
+        limit_typing_user=None,
         max_polls_per_user=100,
         limit_uploads_user=None,
     )

@@ -8,6 +8,7 @@ fixtures and helpers are test_browser's.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 from typing import Any
@@ -282,10 +283,16 @@ async def test_too_large_refused_cancel_removes_and_drop_attaches(
     await expect(chip).to_have_class("file-chip uploading")
     bar = chip.locator(".file-chip-bar")
     await expect(bar).to_be_visible()
-    await page.wait_for_function(
+    # Polled from here: wait_for_function evals its predicate in the page,
+    # which the page's CSP (no 'unsafe-eval') refuses in Playwright 1.38.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while not await page.evaluate(
         "() => { const b = document.querySelector('#composer .file-chip-bar');"
-        " return b && b.value > 0 && b.value < b.max; }"
-    )
+        " return !!b && b.value > 0 && b.value < b.max; }"
+    ):
+        assert loop.time() < deadline, "the upload never showed partial progress"
+        await asyncio.sleep(0.02)
     await page.locator("#composer-input").fill("with a file on its way")
     await expect(page.locator("#send")).to_be_disabled()
     await page.get_by_role("button", name="Cancel the upload of slow.bin").click()
