@@ -18,7 +18,7 @@ import pytest
 import test_browser
 from PIL import Image
 from playwright.async_api import Browser, Page, expect
-from test_browser import MOBILE, PageProblems, messages, open_chat, sidebar_item
+from test_browser import MOBILE, PageProblems, in_team, messages, team
 
 # test_browser's fixtures, under their names here.
 browser = test_browser.browser
@@ -30,21 +30,6 @@ LIMIT = 1024 * 1024  # a small per-file limit, so "too large" needs no big file
 @pytest.fixture
 def settings(settings: Any) -> Any:
     return dataclasses.replace(settings, max_upload_bytes=LIMIT)
-
-
-async def team(make_user: Any) -> tuple[Any, Any, int]:
-    """alice and bob in the group channel #team."""
-    alice = await make_user("alice")
-    bob = await make_user("bob")
-    created = await alice.post("/api/channels", {"name": "team", "members": ["bob"]}, expect=201)
-    return alice, bob, created["channel"]["id"]
-
-
-async def in_team(browser: Browser, base_url: str, user: Any, **kwargs: Any) -> tuple[Page, Any]:
-    page, problems = await open_chat(browser, base_url, user, **kwargs)
-    await sidebar_item(page, "team").click()
-    await expect(page.locator("#channel-title")).to_have_text("#team")
-    return page, problems
 
 
 def png(width: int, height: int, color: tuple[int, int, int] = (200, 60, 40)) -> bytes:
