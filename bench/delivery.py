@@ -181,8 +181,9 @@ class Profiler:
     """Optional: py-spy record (raw collapsed stacks) of each server worker
     while a section runs, into --py-spy DIR."""
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, native: bool = False) -> None:
         self.directory = directory
+        self.native = native
         self.procs: list[subprocess.Popen[bytes]] = []
         self.files: list[str] = []
 
@@ -206,7 +207,8 @@ class Profiler:
                         str(max(1, math.ceil(seconds))),
                         "--format",
                         "raw",
-                        "--nonblocking",
+                        # --native reads C stacks, which needs the process paused
+                        *(["--native"] if self.native else ["--nonblocking"]),
                         "--output",
                         str(out),
                     ],
@@ -900,7 +902,7 @@ async def run_pinned(args: argparse.Namespace, pinned: dict[str, Any] | None) ->
     args.calibration = calibration
     log(f"machine: {calibration}")
     results: dict[str, Any] = {}
-    profiler = Profiler(args.py_spy)
+    profiler = Profiler(args.py_spy, args.py_spy_native)
     users: list[User] = []
     try:
         if "latency" in sections:
@@ -1121,6 +1123,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds to wait, before each measurement, for other work on the machine to stop",
     )
     parser.add_argument("--py-spy", type=Path, help="record server workers into this directory")
+    parser.add_argument(
+        "--py-spy-native",
+        action="store_true",
+        help="with --py-spy: native frames too (C code of uvloop, asyncpg, the HTTP parser)",
+    )
     parser.add_argument("--no-uvloop", action="store_true", help="load generator on asyncio's loop")
     parser.add_argument(
         "--pin",

@@ -120,9 +120,7 @@ async def send_message(request: web.Request) -> web.Response:
     # (nor skip Otter's reply); the task runs to the end either way, held in
     # _sending meanwhile (the loop itself keeps only weak references).
     task = asyncio.ensure_future(
-        messages.send(
-            app[keys.POOL], channel_id, author["id"], text, key, app[keys.OTTER_ID], answers, files
-        )
+        app[keys.SEND_QUEUE].send(channel_id, author["id"], text, key, answers, files)
     )
     _sending.add(task)
     task.add_done_callback(_sending.discard)

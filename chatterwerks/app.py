@@ -35,6 +35,7 @@ from chatterwerks.ratelimit import Limiters, forget_full_buckets
 from chatterwerks.realtime import Hub
 from chatterwerks.sessions import SessionCache
 from chatterwerks.store import accounts
+from chatterwerks.store.send_queue import SendQueue
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,17 @@ async def close_pool(pool: asyncpg.Pool, timeout: float = 10.0) -> None:
     except TimeoutError:
         log.warning("database pool did not close in %.0fs; terminating it", timeout)
         pool.terminate()
+
+
+async def send_queue_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Sends go through the queue that batches them under bursts; it lets its
+    batches in flight finish before the pool closes."""
+    queue = SendQueue(app[keys.POOL], app[keys.OTTER_ID])
+    app[keys.SEND_QUEUE] = queue
+    try:
+        yield
+    finally:
+        await queue.close()
 
 
 async def limits_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -175,7 +187,9 @@ async def create_app(settings: Settings | None = None) -> web.Application:
         loader=jinja2.FileSystemLoader(BASE_DIR / "templates"),
         autoescape=jinja2.select_autoescape(default=True),
     )
-    app.cleanup_ctx.extend([database_ctx, pool_ctx, limits_ctx, hub_ctx, api_files.storage_ctx])
+    app.cleanup_ctx.extend(
+        [database_ctx, pool_ctx, send_queue_ctx, limits_ctx, hub_ctx, api_files.storage_ctx]
+    )
     app.on_shutdown.append(answer_waiting_polls)
     app.on_response_prepare.append(pages.security_headers)
     for table in (api_accounts.routes, api_channels.routes, api_messages.routes, pages.routes):

@@ -47,9 +47,14 @@ class MessageCache:
     """Bounded by positions per channel and by bytes in all (least recently
     used channels go first). A position's JSON is what was true when it was
     committed; an edit or a deletion makes the hub forget the channel, so
-    that text taken back is never served from here again."""
+    that text taken back is never served from here again.
 
-    def __init__(self, load: Loader, per_channel: int = 64, max_bytes: int = 4 * 1024 * 1024):
+    A channel holds enough positions for its slowest polls to catch up from
+    here: at 500 messages a second, a poll 100 ms behind is 50 positions
+    back, and one that falls past the cache reads the database, which slows
+    every send (bench/delivery.py's throughput run found that cliff at 64)."""
+
+    def __init__(self, load: Loader, per_channel: int = 512, max_bytes: int = 4 * 1024 * 1024):
         self._load_from_store = load
         self._per_channel = per_channel
         self._max_bytes = max_bytes

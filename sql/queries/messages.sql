@@ -54,6 +54,78 @@ SELECT s.channel_id, s.seq, s.json, b.kind, b.direct_low, b.direct_high,
        ) AS notified
 FROM shaped s, bumped b;
 
+-- name: send_messages
+-- send_message for several lean messages to one channel at once, in one
+-- statement and one commit: what a process sends when sends to a channel
+-- queue up behind one in flight (store/send_queue.py). One commit, one
+-- channel row update, one wake of each listener for the whole batch, where
+-- each message alone costs all three.
+-- $1: the channel; $2, $3, $4: the authors, texts and Idempotency-Keys (NULL
+-- elements for none), one element per message, in the order sent. Each
+-- message is checked as send_message checks one (membership under FOR KEY
+-- SHARE, the key not used before); those that pass take consecutive seqs in
+-- that order, and each has its own NOTIFY, in seq order. A row comes back
+-- for each message sent, with `ord` (its 1-based place in the arrays); a
+-- message with no row was not sent, and the caller sends it alone to learn
+-- why. A key repeated within the batch is the caller's to keep out.
+WITH wanted AS (
+    SELECT w.author_id, w.text, w.idempotency_key, w.ord
+    FROM unnest($2::bigint[], $3::text[], $4::text[])
+         WITH ORDINALITY AS w(author_id, text, idempotency_key, ord)
+), member AS (
+    SELECT user_id FROM subscriptions
+    WHERE channel_id = $1 AND user_id = ANY($2::bigint[])
+    FOR KEY SHARE
+), accepted AS (
+    SELECT w.*, row_number() OVER (ORDER BY w.ord) AS k
+    FROM wanted w
+    WHERE w.author_id IN (SELECT user_id FROM member)
+      AND NOT EXISTS (
+          SELECT 1 FROM messages m
+          WHERE m.channel_id = $1 AND m.author_id = w.author_id
+            AND m.idempotency_key = w.idempotency_key
+      )
+), bumped AS (
+    -- Takes the accepted count of seqs at once, under the channel row's lock.
+    UPDATE channels
+    SET last_seq = last_seq + (SELECT count(*) FROM accepted),
+        message_count = message_count + (SELECT count(*) FROM accepted)
+    WHERE id = $1 AND EXISTS (SELECT 1 FROM accepted)
+    RETURNING id, last_seq - (SELECT count(*) FROM accepted) AS seq_before,
+              message_count - (SELECT count(*) FROM accepted) AS number_before
+), inserted AS (
+    INSERT INTO messages (channel_id, seq, number, author_id, text, idempotency_key)
+    SELECT b.id, b.seq_before + a.k, b.number_before + a.k, a.author_id, a.text,
+           a.idempotency_key
+    FROM bumped b, accepted a
+    RETURNING *
+), marked_read AS (
+    -- Each author's read marker moves to their last message of the batch.
+    UPDATE subscriptions s SET last_read_seq = last.seq, read_count = last.number
+    FROM (
+        SELECT DISTINCT ON (author_id) author_id, seq, number
+        FROM inserted ORDER BY author_id, seq DESC
+    ) last
+    WHERE s.channel_id = $1 AND s.user_id = last.author_id
+), shaped AS (
+    -- OFFSET 0 keeps the order: the NOTIFYs below go out in seq order.
+    SELECT i.channel_id, i.seq, i.number, i.author_id, a.ord,
+           message_json(i::messages) AS json
+    FROM inserted i JOIN accepted a ON a.k = i.seq - (SELECT seq_before FROM bumped)
+    ORDER BY i.seq
+    OFFSET 0
+)
+SELECT s.ord, s.channel_id, s.seq, s.json,
+       pg_notify(
+           'chatterwerks',
+           CASE WHEN octet_length(s.json) < 7900
+                THEN 'M:' || s.channel_id || ':' || s.seq || ':' || s.author_id || ':' || s.number
+                     || ':' || s.json
+                ELSE 'm:' || s.channel_id || ':' || s.seq || ':' || s.author_id || ':' || s.number
+           END
+       ) AS notified
+FROM shaped s;
+
 -- name: send_message_in_full
 -- send_message, for a message that answers another ($5: a thread reply, the
 -- root's reply count and time moving in the same statement) or may mention
