@@ -178,6 +178,11 @@ async def test_read_events_reach_the_other_tab(client, make_user, home_id):
     assert answer["events"] == [
         {"type": "read", "channel_id": home_id, "seq": last_seq, "read_count": newest["number"]}
     ]
+    # A tab still holding the old cursor is told too, at once, every time:
+    # also once the memberships are cached again (the view's at-head test).
+    for _ in range(2):
+        again = await poll(alice, cursor, timeout=5)
+        assert again["events"] == answer["events"] and again["cursor"] == answer["cursor"]
     # Moving it backwards is ignored, so no event follows.
     await alice.post(f"/api/channels/{home_id}/read", {"seq": 0}, expect=204)
     assert (await poll(alice, answer["cursor"], timeout=0.2))["events"] == []

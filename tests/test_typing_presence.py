@@ -31,6 +31,8 @@ from test_fuzz import (
 
 from chatterwerks import keys
 from chatterwerks.ratelimit import Limit, SharedLimiter
+from chatterwerks.realtime.presence import Presence
+from chatterwerks.store.live import AWAY, OFFLINE, ONLINE
 
 REMOTE_ENV = {
     "CHATTERWERKS_PRESENCE_GRACE": "0.5",
@@ -531,3 +533,29 @@ def test_ephemeral_events_held_for_a_poll_are_bounded_and_kept_until_answered():
         waiter.offer(("presence", user), str(user))
     held = waiter.peek_ephemeral()
     assert len(held) == MAX_EPHEMERAL and held[0] == "5"  # the oldest went
+
+
+async def test_the_grace_runs_from_the_last_poll_not_the_first():
+    """One timer per user, never cancelled: a user who came back and left
+    again within the grace goes offline a grace after the last poll ended."""
+    presence = Presence(pool=None, application_name="test", grace=0.3)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    presence.poll_started(7, idle=False)
+    presence.poll_ended(7, idle=False)
+    first_end = loop.time()
+    await asyncio.sleep(0.2)
+    presence.poll_started(7, idle=False)
+    presence.poll_ended(7, idle=False)
+    last_end = loop.time()
+    await asyncio.sleep(0.15)  # past the first end's grace: still here
+    assert presence._local[7].state == ONLINE and loop.time() > first_end + 0.3
+    while 7 in presence._local:
+        await asyncio.sleep(0.01)
+    assert loop.time() >= last_end + 0.3
+    assert presence._dirty == {7: OFFLINE}
+    # Holding a poll when the timer fires keeps the user, with no timer left.
+    presence.poll_started(8, idle=True)
+    presence.poll_ended(8, idle=True)
+    presence.poll_started(8, idle=True)
+    await asyncio.sleep(0.4)
+    assert presence._local[8].state == AWAY and presence._local[8].timer is None

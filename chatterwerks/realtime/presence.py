@@ -35,6 +35,10 @@ class _Local:
     polls: int = 0  # events polls held here
     active: int = 0  # of which not idle
     state: int = OFFLINE  # as last written
+    ended_at: float = 0.0  # when the count of polls last fell to 0 (loop time)
+    # At most one per user, never cancelled: a client re-polls at once after
+    # each answer, and a timer made and cancelled each time cost more than
+    # one that looks, when it fires, whether the user came back meanwhile.
     timer: asyncio.TimerHandle | None = None
 
 
@@ -66,9 +70,6 @@ class Presence:
         local = self._local.setdefault(user_id, _Local())
         local.polls += 1
         local.active += not idle
-        if local.timer is not None:
-            local.timer.cancel()
-            local.timer = None
         self._settle(user_id, local)
 
     def poll_ended(self, user_id: int, idle: bool) -> None:
@@ -79,15 +80,25 @@ class Presence:
         local.active -= not idle
         if local.polls == 0:
             # Not offline yet: the client's next poll comes in a moment.
-            local.timer = asyncio.get_running_loop().call_later(self.grace, self._expire, user_id)
+            loop = asyncio.get_running_loop()
+            local.ended_at = loop.time()
+            if local.timer is None:
+                local.timer = loop.call_at(local.ended_at + self.grace, self._expire, user_id)
         else:
             self._settle(user_id, local)
 
     def _expire(self, user_id: int) -> None:
         local = self._local.get(user_id)
-        if local is None or local.polls:
+        if local is None:
             return
         local.timer = None
+        if local.polls:
+            return  # back, and holding a poll: its end arms a timer again
+        loop = asyncio.get_running_loop()
+        due = local.ended_at + self.grace
+        if loop.time() < due:  # came back and left again since: wait the rest
+            local.timer = loop.call_at(due, self._expire, user_id)
+            return
         self._write(user_id, local, OFFLINE)
         del self._local[user_id]
 

@@ -33,6 +33,7 @@ from chatterwerks.store import channels, messages
 # its next poll answers at once.
 PAGE_MESSAGES = 500
 PAGE_PER_CHANNEL = 200
+INT64_MAX = 2**63 - 1  # above any seq: a channel whose newest seq is not known
 
 
 @dataclasses.dataclass(slots=True)
@@ -136,12 +137,34 @@ class View:
         """Everything past the cursor: a new cursor, the events as JSON, and
         whether the cursor moved (it may pass over positions with nothing
         left to tell, without an event)."""
+        if self._at_head(user_id, cursor):
+            return cursor, [], False
         try:
             return await self._read(user_id, cursor, use_cache=True)
         except NotMember:
             # The cached memberships were stale: read them again.
             self.memberships_changed(user_id)
             return await self._read(user_id, cursor, use_cache=False)
+
+    def _at_head(self, user_id: int, cursor: Cursor) -> bool:
+        """Whether the caches prove nothing is past the cursor: what most reads
+        find (a poll's first read, at the head of its channels), answered
+        without building a new cursor. The same test as _read's, in short."""
+        state = self._user_states.get(user_id) if self.valid else None
+        if state is None or len(state) != len(cursor):
+            return False
+        channel_seqs = self.channel_seqs
+        for channel_id, position in cursor.items():
+            membership = state.get(channel_id)
+            if (
+                membership is None
+                or membership.subscription_id != position.subscription_id
+                or membership.last_read_seq > position.read_seq
+                or channel_seqs.get(channel_id, INT64_MAX) > position.seq
+            ):
+                return False
+        self._user_states.move_to_end(user_id)
+        return True
 
     async def read_channel(
         self, user_id: int, channel_id: int, after: int, limit: int
