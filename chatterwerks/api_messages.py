@@ -4,11 +4,13 @@ and the long-polls (GET and POST /api/events)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from aiohttp import web
 
 from chatterwerks import events, keys
 from chatterwerks.auth import current_user
+from chatterwerks.db import CONNECTION_ERRORS, DatabaseUnavailable
 from chatterwerks.errors import ApiError, rate_limited
 from chatterwerks.store import channels, messages, search
 from chatterwerks.validation import (
@@ -30,6 +32,7 @@ from chatterwerks.validation import (
     seconds_value,
 )
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 DEFAULT_PAGE = 50
 _sending: set[asyncio.Future[tuple[str, bool]]] = set()
@@ -235,6 +238,56 @@ async def poll_events_by_body(request: web.Request) -> web.Response:
     return await _poll(
         request, cursor, timeout, idle_flag(idle, "idle"), idle_flag(ephemeral, "ephemeral")
     )
+
+
+# A stream whose client stops reading ends: its waiter must not be held by
+# a full socket buffer.
+STREAM_WRITE_TIMEOUT = 30.0
+
+
+@routes.get("/api/events/stream", allow_head=False)
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    """The events poll's answers, one JSON line each, over one response."""
+    settings = request.app[keys.SETTINGS]
+    timeout = query_seconds(
+        request, "timeout", settings.poll_default_timeout, settings.poll_max_timeout
+    )
+    idle = idle_flag(request.query.get("idle"), "idle")
+    ephemeral = idle_flag(request.query.get("ephemeral"), "ephemeral")
+    cursor_text = request.query.get("cursor")
+    cursor = events.decode_cursor(cursor_text) if cursor_text is not None else None
+    user_id = current_user(request)["id"]
+    _check_poll_cap(request, user_id)
+    response = web.StreamResponse(headers={"X-Accel-Buffering": "no"})  # nginx: pass lines on
+    response.content_type = "application/x-ndjson"
+    response.charset = "utf-8"
+    await response.prepare(request)
+
+    async def write(answer: str) -> None:
+        async with asyncio.timeout(STREAM_WRITE_TIMEOUT):
+            await response.write(answer.encode() + b"\n")
+
+    try:
+        await events.stream_events(
+            request.app[keys.POOL],
+            request.app[keys.HUB],
+            user_id,
+            cursor,
+            timeout,
+            idle,
+            ephemeral,
+            write,
+        )
+    except TimeoutError:
+        return response  # the client stopped reading: end without the last chunk
+    except (ConnectionError, DatabaseUnavailable, *CONNECTION_ERRORS) as exc:
+        # Headers are sent: no error answer can follow. The stream ends, and
+        # the client goes on from its last whole line (with a new request,
+        # which gets the 503 while the database is away).
+        log.warning("event stream of user %d ended: %r", user_id, exc)
+        return response
+    await response.write_eof()
+    return response
 
 
 async def _poll(

@@ -124,14 +124,14 @@ def _read_varints(data: bytes, start: int) -> list[int]:
 def cursor_from_state(rows: Iterable[Any]) -> str:
     """A cursor at "now" from the store's sync_state rows: every membership,
     at its channel's newest message."""
-    return encode_cursor(
-        {
-            row["channel_id"]: Position(
-                row["subscription_id"], row["last_seq"], row["last_read_seq"]
-            )
-            for row in rows
-        }
-    )
+    return encode_cursor(_cursor_now(rows))
+
+
+def _cursor_now(rows: Iterable[Any]) -> Cursor:
+    return {
+        row["channel_id"]: Position(row["subscription_id"], row["last_seq"], row["last_read_seq"])
+        for row in rows
+    }
 
 
 async def _long_poll(
@@ -261,3 +261,87 @@ async def _read_channel(
     if not messages:
         return None
     return '{"messages": [' + ", ".join(message.json for message in messages) + "]}"
+
+
+# ---------------------------------------------------------------------------
+# The stream: GET /api/events/stream
+
+
+async def stream_events(
+    pool: asyncpg.Pool,
+    hub: Hub,
+    user_id: int,
+    cursor: Cursor | None,
+    timeout: float,
+    idle: bool,
+    ephemeral: bool,
+    write: Callable[[str], Awaitable[None]],
+) -> None:
+    """GET /api/events/stream: the answers that a client following the cursor
+    chain with long-polls would get, each handed to `write` as it comes, for
+    `timeout` seconds, over one response (docs/api.md). One waiter holds the
+    user's place for the whole stream, so an answer costs no request.
+
+    The first answer comes at once (the cursor's news, else the cursor and
+    no events), so the client holds a cursor from the start. The stream ends
+    at its time, at shutdown, or when a write fails; the client goes on from
+    the cursor of the last answer it read whole, which covers exactly the
+    events up to it: nothing is lost or told twice across a reconnect."""
+    first = True
+    if cursor is None:
+        cursor = _cursor_now(await channels.sync_state(pool, user_id))
+        await write(_answer(encode_cursor(cursor), []))
+        first = False
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    waiter = hub.register_events(user_id, cursor, idle=idle, ephemeral=ephemeral)
+    try:
+        while not hub.closing:
+            answer, after = await _next_answer(waiter, hub, user_id, cursor)
+            if answer is not None and (linger := hub.linger(cursor)):
+                await asyncio.sleep(linger)  # a burst: one answer carries more (as a poll)
+                answer, after = await _next_answer(waiter, hub, user_id, cursor)
+            if answer is None and first:
+                answer = _answer(encode_cursor(after), [])
+            if after.keys() != cursor.keys():
+                # Joined or left a channel: wait on the new set. Register the
+                # new waiter before dropping the old, so that no wake-up falls
+                # between them and presence does not flap.
+                moved = hub.register_events(user_id, after, idle=idle, ephemeral=ephemeral)
+                hub.unregister(waiter)
+                waiter = moved
+            cursor = after
+            if answer is not None:
+                waiter.answered()
+                first = False
+                await write(answer)
+                if loop.time() < deadline:
+                    continue  # more may have come while writing
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            if waiter.pending:
+                waiter.disarm()
+                continue
+            try:
+                await waiter.arm(remaining)
+            finally:
+                waiter.disarm()
+    finally:
+        hub.unregister(waiter)
+
+
+async def _next_answer(
+    waiter: Waiter, hub: Hub, user_id: int, cursor: Cursor
+) -> tuple[str | None, Cursor]:
+    """_read_events for a stream: the answer past the cursor (or None) and
+    the cursor after it, without touching the one given."""
+    while True:
+        after, events, moved = await hub.read(user_id, cursor)
+        if events:
+            return _answer(encode_cursor(after), waiter.peek_ephemeral() + events), after
+        if moved:
+            cursor = after  # positions with nothing left to tell: passed over
+            continue
+        ephemeral = waiter.peek_ephemeral()
+        return (_answer(encode_cursor(cursor), ephemeral) if ephemeral else None), cursor

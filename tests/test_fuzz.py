@@ -683,14 +683,23 @@ def test_fuzz_get_channel(world: World, data: st.DataObject) -> None:
     ),
     timeout=st.one_of(st.none(), query_values.map(_fits)),
 )
-def test_fuzz_events(world: World, query: str, cursor: str | None, timeout: str | None) -> None:
+@pytest.mark.parametrize("path", ["/api/events", "/api/events/stream"])
+def test_fuzz_events(
+    world: World, path: str, query: str, cursor: str | None, timeout: str | None
+) -> None:
     pairs = []
     if cursor is not None:
         pairs.append(("cursor", world.cursor if cursor == "current" else cursor))
     if timeout is not None:
         pairs.append(("timeout", timeout))
     first = query_string(pairs)
-    world.request("GET", f"/api/events?{first}&{query}" if first else f"/api/events?{query}")
+    answer = world.request("GET", f"{path}?{first}&{query}" if first else f"{path}?{query}")
+    if path.endswith("/stream") and answer.status == 200:
+        # Whole lines, each an answer a long-poll could give.
+        lines = answer.raw.decode().split("\n")
+        assert lines[-1] == "" and len(lines) >= 2, answer.describe()
+        for line in lines[:-1]:
+            assert set(json.loads(line)) == {"cursor", "events"}, answer.describe()
 
 
 @FUZZ_SETTINGS

@@ -160,7 +160,7 @@ async def test_the_tour_runs_as_written(server: str, tmp_path: Path):
 
     # The tail answers at once with the newest message, then with bob's, which
     # arrived while it waited; the events poll wakes for bob's second message.
-    newest, waited, events_now, events_next = printed["Real-time: long-polling"]
+    newest, waited, events_now, events_next, streamed = printed["Real-time: long-polling"]
     assert len(newest["messages"]) == 1, newest
     assert [(m["author"]["username"], m["text"]) for m in waited["messages"]] == [
         ("bob", "hi alice")
@@ -170,6 +170,7 @@ async def test_the_tour_runs_as_written(server: str, tmp_path: Path):
     assert [(e["type"], e["message"]["text"]) for e in events_next["events"]] == [
         ("message", "mockups are up")
     ], events_next
+    assert streamed == events_next  # the stream's first line: the poll's answer
 
     *_, history = printed["Otter"]
     assert [(m["author"]["username"], m["text"]) for m in history["messages"]] == [
