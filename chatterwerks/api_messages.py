@@ -1,5 +1,5 @@
 """Messages (send, edit, delete, react, threads, mentions), read markers,
-and the long-polls (GET and POST /api/events)."""
+and the long-polls (GET and POST /api/events) and the events stream."""
 
 from __future__ import annotations
 

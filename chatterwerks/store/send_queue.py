@@ -132,6 +132,7 @@ class SendQueue:
 
     async def _flush(self, channel_id: int) -> None:
         lane = self._lanes[channel_id]
+        batch: list[_Queued] = []
         try:
             while lane:
                 batch, rest, keys = [], [], set()
@@ -150,8 +151,8 @@ class SendQueue:
                 await self._send_batch(channel_id, batch)
         finally:
             self._free(channel_id)
-            for queued in lane:  # only when cancelled at shutdown
-                queued.future.cancel()
+            for queued in (*batch, *lane):  # unanswered only when cancelled at shutdown
+                queued.future.cancel()  # (a no-op for those answered)
 
     async def _send_batch(self, channel_id: int, batch: list[_Queued]) -> None:
         sent: dict[int, str] = {}
