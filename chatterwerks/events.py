@@ -222,20 +222,30 @@ def poll_events(
 async def _read_events(waiter: Waiter, hub: Hub, user_id: int, held: list[Cursor]) -> str | None:
     """The answer past the cursor, or None. Positions with nothing left to
     tell (an edit of a message deleted since) are passed over in place: the
-    poll goes on from beyond them rather than answer with no event.
+    poll goes on from beyond them rather than answer with no event."""
+    answer, _after, held[0] = await _next_answer(waiter, hub, user_id, held[0])
+    return answer
+
+
+async def _next_answer(
+    waiter: Waiter, hub: Hub, user_id: int, cursor: Cursor
+) -> tuple[str | None, Cursor, Cursor]:
+    """The answer past the cursor (or None), the cursor after it, and the
+    cursor it was read from: past any positions with nothing left to tell,
+    which are passed over. The cursor given is not touched.
 
     Ephemeral events (typing, presence) come first, and only durable events
     move the cursor: an answer with ephemeral events alone carries the
     cursor it was asked with (or past positions passed over)."""
     while True:
-        cursor, events, moved = await hub.read(user_id, held[0])
+        after, events, moved = await hub.read(user_id, cursor)
         if events:
-            return _answer(encode_cursor(cursor), waiter.peek_ephemeral() + events)
-        if moved:
-            held[0] = cursor
-            continue
-        ephemeral = waiter.peek_ephemeral()
-        return _answer(encode_cursor(held[0]), ephemeral) if ephemeral else None
+            return _answer(encode_cursor(after), waiter.peek_ephemeral() + events), after, cursor
+        if not moved:
+            break
+        cursor = after
+    ephemeral = waiter.peek_ephemeral()
+    return (_answer(encode_cursor(cursor), ephemeral) if ephemeral else None), cursor, cursor
 
 
 async def _answer_now(pool: asyncpg.Pool, user_id: int) -> str:
@@ -297,10 +307,10 @@ async def stream_events(
     waiter = hub.register_events(user_id, cursor, idle=idle, ephemeral=ephemeral)
     try:
         while not hub.closing:
-            answer, after = await _next_answer(waiter, hub, user_id, cursor)
+            answer, after, _ = await _next_answer(waiter, hub, user_id, cursor)
             if answer is not None and (linger := hub.linger(cursor)):
                 await asyncio.sleep(linger)  # a burst: one answer carries more (as a poll)
-                answer, after = await _next_answer(waiter, hub, user_id, cursor)
+                answer, after, _ = await _next_answer(waiter, hub, user_id, cursor)
             if answer is None and first:
                 answer = _answer(encode_cursor(after), [])
             if after.keys() != cursor.keys():
@@ -329,19 +339,3 @@ async def stream_events(
                 waiter.disarm()
     finally:
         hub.unregister(waiter)
-
-
-async def _next_answer(
-    waiter: Waiter, hub: Hub, user_id: int, cursor: Cursor
-) -> tuple[str | None, Cursor]:
-    """_read_events for a stream: the answer past the cursor (or None) and
-    the cursor after it, without touching the one given."""
-    while True:
-        after, events, moved = await hub.read(user_id, cursor)
-        if events:
-            return _answer(encode_cursor(after), waiter.peek_ephemeral() + events), after
-        if moved:
-            cursor = after  # positions with nothing left to tell: passed over
-            continue
-        ephemeral = waiter.peek_ephemeral()
-        return (_answer(encode_cursor(cursor), ephemeral) if ephemeral else None), cursor
